@@ -1,0 +1,74 @@
+# -*- coding: utf-8 -*-
+# Copyright: Portico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Thin wrapper around the ``nft`` command: check, apply, read back.
+
+Kept free of Ansible imports so the health checker daemon can use it too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+
+from ansible_collections.portico.gateway.plugins.module_utils.nft_render import DIGEST_PREFIX
+
+_COMMENT_RE = re.compile(r'^\s*comment "' + re.escape(DIGEST_PREFIX) + r'([0-9a-f]+)"', re.MULTILINE)
+
+
+class NftError(RuntimeError):
+    """nft refused a script or a command; the message carries nft's own diagnostics."""
+
+
+@dataclass
+class Nft:
+    binary: str = "nft"
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.binary, *args], capture_output=True, text=True, check=False)
+
+    def _run_script(self, script: str, check_only: bool) -> None:
+        fd, path = tempfile.mkstemp(prefix="portico-", suffix=".nft")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(script)
+            args = ("-c", "-f", path) if check_only else ("-f", path)
+            result = self._run(*args)
+            if result.returncode != 0:
+                verb = "check" if check_only else "apply"
+                raise NftError(f"nft {verb} failed: {result.stderr.strip() or result.stdout.strip()}")
+        finally:
+            os.unlink(path)
+
+    def check(self, script: str) -> None:
+        """``nft -c``: the kernel validates the whole transaction without committing it."""
+        self._run_script(script, check_only=True)
+
+    def apply(self, script: str) -> None:
+        """``nft -f``: one atomic transaction; a failure leaves the old ruleset in place."""
+        self._run_script(script, check_only=False)
+
+    def list_table(self, table: str, family: str = "inet") -> str | None:
+        """Stateless listing (no counter values), or None when the table does not exist."""
+        result = self._run("-s", "list", "table", family, table)
+        if result.returncode != 0:
+            if "No such file or directory" in result.stderr or "does not exist" in result.stderr:
+                return None
+            raise NftError(f"nft list table {family} {table} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def delete_table(self, table: str, family: str = "inet") -> None:
+        result = self._run("delete", "table", family, table)
+        if result.returncode != 0 and "No such file or directory" not in result.stderr:
+            raise NftError(f"nft delete table {family} {table} failed: {result.stderr.strip()}")
+
+
+def digest_in_listing(listing: str | None) -> str | None:
+    """The digest Portico wrote into the table comment, if the table is Portico's."""
+    if not listing:
+        return None
+    match = _COMMENT_RE.search(listing)
+    return match.group(1) if match else None

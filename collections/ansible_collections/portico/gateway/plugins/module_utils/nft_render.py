@@ -1,0 +1,314 @@
+# -*- coding: utf-8 -*-
+# Copyright: Portico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Render the LB model into Portico's own nftables table.
+
+Shape (kube-proxy nftables mode, plus Maglev):
+
+* ``nat_prerouting``: one verdict-map lookup ``daddr . l4proto . dport`` to a
+  per-service-port chain, so per-packet cost is flat in the number of services.
+* ``svc_<lb>_<proto><port>``: ``dnat`` through ``jhash(flow) mod M`` into a
+  slot map filled by ``maglev.lookup_table``; one serving backend is a plain dnat.
+* ``filter_prerouting`` (before DNAT): traffic to a VIP is accepted only on its
+  declared ports from its source ranges; the rest is dropped and counted per VIP.
+* ``nat_postrouting``: SNAT for LBs that asked for it (packet mark set by the
+  service chain) and optional egress SNAT for the backend network.
+
+The output is a complete, self-contained nft script that replaces only this
+table in one transaction; other tables on the host are never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Collection, Iterable, Mapping, Sequence
+
+from ansible_collections.portico.gateway.plugins.module_utils.lb_model import Backend, LoadBalancer, Port
+from ansible_collections.portico.gateway.plugins.module_utils.maglev import (
+    NO_BACKEND,
+    MaglevBackend,
+    lookup_table,
+    table_size_for,
+)
+
+DIGEST_PREFIX = "portico:"
+_FAMILY = {4: ("ip", "ipv4_addr", "icmp"), 6: ("ip6", "ipv6_addr", "ipv6-icmp")}
+
+
+@dataclass(frozen=True)
+class EgressSnat:
+    """Source NAT for connections the backend network opens itself."""
+
+    source: str
+    to_address: str | None = None
+    out_interface: str | None = None
+
+    @property
+    def family(self) -> int:
+        return ipaddress.ip_network(self.source, strict=False).version
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    table: str = "portico"
+    hash_seed: int = 0x5EED5EED
+    slots_per_backend: int = 100
+    snat_mark: int = 0x00020000
+    allow_icmp: bool = True
+    local_dispatch: bool = True
+    egress_snat: tuple[EgressSnat, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One listener of one LB: the unit that owns a chain and a backend table."""
+
+    lb: LoadBalancer
+    port: Port
+
+    @property
+    def chain(self) -> str:
+        return f"svc_{self.lb.ident}_{self.port.protocol}{self.port.port}"
+
+    @property
+    def slot_map(self) -> str:
+        return f"slots_{self.lb.ident}_{self.port.protocol}{self.port.port}"
+
+    def serving(self) -> list[Backend]:
+        return [b for b in self.lb.backends if b.weight > 0]
+
+
+def _endpoint(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _vip_counter(vip: str) -> str:
+    return "drop_" + ipaddress.ip_address(vip).packed.hex()
+
+
+def _elements(items: Iterable[str], indent: str = "\t\t") -> str:
+    rows = list(items)
+    if not rows:
+        return ""
+    joined = (",\n" + indent + "\t     ").join(rows)
+    return f"{indent}elements = {{ {joined} }}\n"
+
+
+def _set(name: str, type_line: str, items: Iterable[str], flags: str | None = None) -> str:
+    body = f"\ttype {type_line}\n" if not type_line.startswith("typeof") else f"\t{type_line}\n"
+    text = f"\tset {name} {{\n\t{body}"
+    if flags:
+        text += f"\t\tflags {flags}\n"
+    return text + _elements(items) + "\t}\n"
+
+
+def _map(name: str, type_line: str, items: Iterable[str]) -> str:
+    keyword = type_line if type_line.startswith("typeof") else f"type {type_line}"
+    return f"\tmap {name} {{\n\t\t{keyword}\n" + _elements(items) + "\t}\n"
+
+
+def service_ports(lbs: Sequence[LoadBalancer]) -> list[ServicePort]:
+    ordered = sorted(lbs, key=lambda lb: (lb.family, ipaddress.ip_address(lb.vip), lb.name))
+    return [ServicePort(lb, port) for lb in ordered for port in sorted(lb.ports, key=lambda p: (p.protocol, p.port))]
+
+
+def slot_table(service: ServicePort, options: RenderOptions, healthy: Collection[str] | None = None) -> list[str]:
+    """Slot -> backend endpoint ("addr . port" nft syntax); empty string for an unserved slot.
+
+    Shared with the health checker so both write the same table for the same state.
+    """
+    backends = service.serving()
+    keyed = [MaglevBackend(key=b.key(service.port), weight=b.weight) for b in backends]
+    size = table_size_for(len(keyed), options.slots_per_backend)
+    owners = lookup_table(keyed, size, healthy=healthy, seed=f"{options.hash_seed:08x}")
+    return [
+        "" if owner == NO_BACKEND else f"{backends[owner].address} . {backends[owner].target_port(service.port)}"
+        for owner in owners
+    ]
+
+
+def _hash_expr(service: ServicePort, size: int, seed: int) -> str:
+    family = _FAMILY[service.lb.family][0]
+    if service.lb.session_affinity == "client_ip":
+        keys = f"{family} saddr"
+    else:
+        keys = f"{family} saddr . th sport"
+    return f"jhash {keys} mod {size} seed 0x{seed:08x}"
+
+
+def _service_chain(service: ServicePort, options: RenderOptions) -> str:
+    family = _FAMILY[service.lb.family][0]
+    backends = service.serving()
+    lines = [f"\tchain {service.chain} {{"]
+    lines.append(f'\t\tcomment "{service.lb.name} {service.port.protocol}/{service.port.port}"')
+    if not service.lb.preserve_source_ip:
+        lines.append(f"\t\tmeta mark set meta mark | 0x{options.snat_mark:08x}")
+    if len(backends) == 1:
+        target = _endpoint(backends[0].address, backends[0].target_port(service.port))
+        lines.append(f"\t\tmeta l4proto {service.port.protocol} dnat {family} to {target}")
+    else:
+        size = table_size_for(len(backends), options.slots_per_backend)
+        lines.append(
+            f"\t\tmeta l4proto {service.port.protocol} dnat {family} to "
+            f"{_hash_expr(service, size, options.hash_seed)} map @{service.slot_map}"
+        )
+    lines.append("\t}")
+    return "\n".join(lines) + "\n"
+
+
+def _slot_map(service: ServicePort, options: RenderOptions, healthy: Collection[str] | None) -> str:
+    family = _FAMILY[service.lb.family][0]
+    table = slot_table(service, options, healthy)
+    items = (f"{slot} : {target}" for slot, target in enumerate(table) if target)
+    return _map(service.slot_map, f"typeof numgen inc mod 2 : {family} daddr . {service.port.protocol} dport", items)
+
+
+def _filter_chains(lbs: Sequence[LoadBalancer], services: Sequence[ServicePort], options: RenderOptions) -> str:
+    text = [
+        "\tchain filter_prerouting {",
+        "\t\ttype filter hook prerouting priority dstnat - 10; policy accept;",
+        # Established flows are never cut by a changed source range or port list.
+        "\t\tct state established,related accept",
+    ]
+    for family in (4, 6):
+        if any(lb.family == family for lb in lbs):
+            text.append(f"\t\t{_FAMILY[family][0]} daddr @vips{family} jump vip_filter{family}")
+    text.append("\t}\n")
+    for family in (4, 6):
+        if not any(lb.family == family for lb in lbs):
+            continue
+        fam, _addr_type, icmp = _FAMILY[family]
+        text.append(f"\tchain vip_filter{family} {{")
+        if family == 6:
+            # Neighbour discovery must work for a VIP held on an interface (VRRP).
+            text.append("\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept")
+        if options.allow_icmp:
+            text.append(f"\t\tmeta l4proto {icmp} accept")
+        if any(not s.serving() and s.lb.family == family for s in services):
+            text.append(f"\t\t{fam} daddr . meta l4proto . th dport @no_backends{family} reject")
+        text.append(f"\t\t{fam} daddr . meta l4proto . th dport . {fam} saddr @allowed{family} accept")
+        text.append(f"\t\tcounter name {fam} daddr map @vip_drops{family} drop")
+        text.append("\t}\n")
+    return "\n".join(text) + "\n"
+
+
+def _nat_chains(lbs: Sequence[LoadBalancer], options: RenderOptions) -> str:
+    families = sorted({lb.family for lb in lbs})
+    dispatch = [f"\t\t{_FAMILY[f][0]} daddr . meta l4proto . th dport vmap @dispatch{f}" for f in families]
+    text = ["\tchain nat_prerouting {", "\t\ttype nat hook prerouting priority dstnat; policy accept;", *dispatch, "\t}\n"]
+    if options.local_dispatch:
+        text += ["\tchain nat_output {", "\t\ttype nat hook output priority -100; policy accept;", *dispatch, "\t}\n"]
+    text += ["\tchain nat_postrouting {", "\t\ttype nat hook postrouting priority srcnat; policy accept;"]
+    mark = f"meta mark & 0x{options.snat_mark:08x} == 0x{options.snat_mark:08x}"
+    if any(not lb.preserve_source_ip for lb in lbs):
+        for family in families:
+            if any(lb.snat_address and lb.family == family for lb in lbs):
+                fam = _FAMILY[family][0]
+                text.append(f"\t\t{mark} meta nfproto {'ipv4' if family == 4 else 'ipv6'} "
+                            f"snat {fam} to ct original {fam} daddr map @snat_to{family}")
+        text.append(f"\t\t{mark} masquerade")
+    for rule in options.egress_snat:
+        fam = _FAMILY[rule.family][0]
+        match = f"{fam} saddr {rule.source} {fam} daddr != {rule.source}"
+        if rule.out_interface:
+            match = f'oifname "{rule.out_interface}" {match}'
+        action = f"snat {fam} to {rule.to_address}" if rule.to_address else "masquerade"
+        text.append(f"\t\t{match} {action}")
+    text.append("\t}\n")
+    return "\n".join(text) + "\n"
+
+
+def _family_objects(family: int, lbs: Sequence[LoadBalancer], services: Sequence[ServicePort]) -> str:
+    fam, addr_type, _icmp = _FAMILY[family]
+    mine = [s for s in services if s.lb.family == family]
+    vips = sorted({lb.vip for lb in lbs if lb.family == family}, key=ipaddress.ip_address)
+    if not vips:
+        return ""
+    listener = f"{addr_type} . inet_proto . inet_service"
+    text = [_set(f"vips{family}", addr_type, vips)]
+    text.append(_map(f"dispatch{family}", f"{listener} : verdict",
+                     (f"{s.lb.vip} . {s.port.protocol} . {s.port.port} : goto {s.chain}" for s in mine if s.serving())))
+    text.append(_set(f"allowed{family}", f"{listener} . {addr_type}",
+                     (f"{s.lb.vip} . {s.port.protocol} . {s.port.port} . {cidr}" for s in mine for cidr in s.lb.source_ranges),
+                     flags="interval"))
+    if any(not s.serving() for s in mine):
+        text.append(_set(f"no_backends{family}", listener,
+                         (f"{s.lb.vip} . {s.port.protocol} . {s.port.port}" for s in mine if not s.serving())))
+    text.append(_map(f"vip_drops{family}", f"{addr_type} : counter", (f'{vip} : "{_vip_counter(vip)}"' for vip in vips)))
+    snat = sorted({(lb.vip, lb.snat_address) for lb in lbs if lb.family == family and lb.snat_address and not lb.preserve_source_ip})
+    if snat:
+        text.append(_map(f"snat_to{family}", f"{addr_type} : {addr_type}", (f"{vip} : {to}" for vip, to in snat)))
+    counters = "".join(f"\tcounter {_vip_counter(vip)} {{\n\t}}\n" for vip in vips)
+    return "\n".join(text) + "\n" + counters + "\n"
+
+
+def render_body(
+    lbs: Sequence[LoadBalancer],
+    options: RenderOptions,
+    healthy: Mapping[str, Collection[str]] | None = None,
+) -> str:
+    """Everything inside ``table inet <name> { ... }`` except the comment line."""
+    healthy = healthy or {}
+    services = service_ports(lbs)
+    parts = [_family_objects(4, lbs, services), _family_objects(6, lbs, services)]
+    for service in services:
+        if len(service.serving()) > 1:
+            parts.append(_slot_map(service, options, healthy.get(service.lb.name)))
+    parts.append("\n")
+    parts.extend(_service_chain(service, options) + "\n" for service in services if service.serving())
+    parts.append(_filter_chains(lbs, services, options))
+    parts.append(_nat_chains(lbs, options))
+    return "".join(parts).rstrip() + "\n"
+
+
+def digest_of(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+
+def render_ruleset(
+    lbs: Sequence[LoadBalancer],
+    options: RenderOptions,
+    healthy: Mapping[str, Collection[str]] | None = None,
+) -> tuple[str, str]:
+    """Return (nft script, digest). The script replaces only ``inet <table>``, atomically."""
+    body = render_body(lbs, options, healthy)
+    digest = digest_of(body)
+    script = (
+        "# Generated by portico.gateway.nft_loadbalancer - do not edit, changes are overwritten.\n"
+        f"table inet {options.table}\n"
+        f"delete table inet {options.table}\n"
+        f"table inet {options.table} {{\n"
+        f'\tcomment "{DIGEST_PREFIX}{digest}"\n'
+        f"{body}"
+        "}\n"
+    )
+    return script, digest
+
+
+def describe(lbs: Sequence[LoadBalancer], options: RenderOptions) -> str:
+    """A reviewer's view of the dataplane: what check/diff mode shows instead of raw slot maps."""
+    lines: list[str] = []
+    for service in service_ports(lbs):
+        lb, port = service.lb, service.port
+        backends = service.serving()
+        lines.append(f"{lb.name} {_endpoint(lb.vip, port.port)}/{port.protocol} ({lb.source}, pool {lb.pool or '-'})")
+        if not backends:
+            lines.append("  backends: none - new connections are rejected")
+        elif len(backends) == 1:
+            lines.append(f"  backend: {_endpoint(backends[0].address, backends[0].target_port(port))} (direct dnat)")
+        else:
+            table = slot_table(service, options)
+            share = {target: table.count(target) for target in sorted(set(table))}
+            lines.append(f"  maglev {len(table)} slots, hash {'client ip' if lb.session_affinity == 'client_ip' else 'flow'}:")
+            for backend in backends:
+                key = f"{backend.address} . {backend.target_port(port)}"
+                lines.append(f"    {_endpoint(backend.address, backend.target_port(port))} weight {backend.weight}: {share.get(key, 0)} slots")
+        lines.append(f"  allow from: {', '.join(lb.source_ranges)}")
+        snat = "kept" if lb.preserve_source_ip else f"snat to {lb.snat_address or 'egress address'}"
+        lines.append(f"  client source ip: {snat}")
+    for rule in options.egress_snat:
+        lines.append(f"egress snat {rule.source} -> {rule.to_address or 'masquerade'}"
+                     + (f" via {rule.out_interface}" if rule.out_interface else ""))
+    return "\n".join(lines) + ("\n" if lines else "")

@@ -1,0 +1,78 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Portico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: lb_validate
+short_description: Validate Portico load balancer definitions on the controller
+version_added: "0.1.0"
+description:
+  - Runs every definition through Portico's LB model (parse, defaults, validation, VIP
+    and listener clashes) on the controller, without contacting the host.
+  - Sets the fact C(portico_lb_model) to the normalised definitions of the valid LBs.
+  - 'Every problem is reported as C(<lb name>: <field>: <what is wrong>).'
+author:
+  - Portico developers (@portico)
+options:
+  loadbalancers:
+    description: Load balancer definitions.
+    type: list
+    elements: raw
+    default: []
+  pools:
+    description: Address pools (C(portico_pools)).
+    type: dict
+    default: {}
+  strict:
+    description:
+      - Fail when any definition is invalid (static inventory). When false, invalid
+        definitions are reported as warnings and left out, and the valid ones go on.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    description: Never changes anything.
+  diff_mode:
+    support: none
+    description: Nothing to diff.
+  action:
+    support: full
+    description: Runs on the controller.
+notes:
+  - This is an action plugin; it never connects to the target host.
+"""
+
+EXAMPLES = r"""
+- name: Validate the LB definitions before touching gateways
+  portico.gateway.lb_validate:
+    loadbalancers: "{{ portico_loadbalancers }}"
+    pools: "{{ portico_pools }}"
+"""
+
+RETURN = r"""
+loadbalancers:
+  description: Normalised definitions of the valid LBs.
+  returned: always
+  type: list
+  elements: dict
+problems:
+  description: 'One line per problem, C(<lb>: <field>: <what>).'
+  returned: always
+  type: list
+  elements: str
+refused:
+  description: Names of the LBs that were left out.
+  returned: always
+  type: list
+  elements: str
+vips:
+  description: The distinct VIPs of the valid LBs.
+  returned: always
+  type: list
+  elements: str
+"""

@@ -1,0 +1,282 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Portico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: nft_loadbalancer
+short_description: Converge Portico's nftables load balancer table from LB definitions
+version_added: "0.1.0"
+description:
+  - Validates load balancer definitions through Portico's LB model, renders Portico's own
+    nftables table (verdict-map dispatch, per-service chains, Maglev backend tables,
+    VIP filtering, SNAT) and applies it as one atomic transaction after C(nft -c).
+  - Only the table named by O(table) in the C(inet) family is ever replaced or deleted;
+    other tables on the host are left alone.
+  - Established connections are kept across changes, because NAT bindings live in conntrack
+    and the VIP filter accepts established flows first.
+  - Idempotent; counters never cause a change. Drift (someone edited or flushed the table)
+    is detected and repaired.
+author:
+  - Portico developers (@portico)
+options:
+  loadbalancers:
+    description:
+      - Load balancer definitions (the Portico LB model; see the repository's docs/).
+    type: list
+    elements: dict
+    required: true
+  pools:
+    description:
+      - Address pools, as in the inventory variable C(portico_pools). Every VIP must be inside one.
+    type: dict
+    required: true
+  table:
+    description: Name of Portico's table in the C(inet) family.
+    type: str
+    default: portico
+  hash_seed:
+    description:
+      - Seed of the flow hash. Must be the same on every gateway so that they all pick the
+        same backend for the same flow.
+    type: int
+    default: 1592614637
+  slots_per_backend:
+    description:
+      - Minimum Maglev slots per backend; 100 keeps the spread within 1%.
+    type: int
+    default: 100
+  snat_mark:
+    description: Packet mark bit used to select connections of LBs that SNAT toward backends.
+    type: int
+    default: 131072
+  allow_icmp:
+    description: Accept ICMP echo to VIPs (errors and neighbour discovery are always accepted).
+    type: bool
+    default: true
+  local_dispatch:
+    description: Also load balance connections the gateway itself opens to a VIP.
+    type: bool
+    default: true
+  egress_snat:
+    description: Source NAT for connections that the backend network opens itself.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      source:
+        description: Source CIDR (the backend network).
+        type: str
+        required: true
+      to_address:
+        description: Address to translate to; masquerade when omitted.
+        type: str
+      out_interface:
+        description: Only for packets leaving through this interface.
+        type: str
+  state_dir:
+    description: Where the last applied script, model and listing are kept (for diffs and drift).
+    type: path
+    default: /var/lib/portico/nftables
+  state:
+    description: C(absent) deletes Portico's table.
+    type: str
+    choices: [present, absent]
+    default: present
+notes:
+  - Supports check mode (the ruleset is still validated with C(nft -c)) and diff mode
+    (a readable per-service view, not raw slot maps).
+requirements:
+  - nftables >= 0.9.6 and a kernel with nf_tables, nft_nat, nft_hash
+"""
+
+EXAMPLES = r"""
+- name: Converge the load balancer dataplane
+  portico.gateway.nft_loadbalancer:
+    pools:
+      public:
+        addresses: [198.51.100.0/24]
+    loadbalancers:
+      - name: web
+        vip: 198.51.100.10
+        ports:
+          - {protocol: tcp, port: 80, backend_port: 8080}
+        backends:
+          - {address: 192.0.2.11}
+          - {address: 192.0.2.12, weight: 2}
+"""
+
+RETURN = r"""
+digest:
+  description: Digest of the rendered table body, also written into the table comment.
+  returned: always
+  type: str
+script_path:
+  description: Where the applied nft script is kept.
+  returned: when state is present
+  type: str
+added:
+  description: Names of LBs that are new.
+  returned: always
+  type: list
+  elements: str
+removed:
+  description: Names of LBs that are gone.
+  returned: always
+  type: list
+  elements: str
+updated:
+  description: Names of LBs whose definition changed.
+  returned: always
+  type: list
+  elements: str
+drift:
+  description: True when the live table differed from what Portico last applied.
+  returned: always
+  type: bool
+"""
+
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.portico.gateway.plugins.module_utils.ipam import PoolError, parse_pools
+from ansible_collections.portico.gateway.plugins.module_utils.lb_model import parse_loadbalancers
+from ansible_collections.portico.gateway.plugins.module_utils.nft_cli import Nft, NftError, digest_in_listing
+from ansible_collections.portico.gateway.plugins.module_utils.nft_render import (
+    EgressSnat,
+    RenderOptions,
+    describe,
+    render_ruleset,
+)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _model_changes(before: dict[str, dict], after: dict[str, dict]) -> tuple[list[str], list[str], list[str]]:
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    updated = sorted(name for name in set(before) & set(after) if before[name] != after[name])
+    return added, removed, updated
+
+
+def _options(params: dict) -> RenderOptions:
+    egress = tuple(
+        EgressSnat(source=rule["source"], to_address=rule.get("to_address"), out_interface=rule.get("out_interface"))
+        for rule in params["egress_snat"]
+    )
+    return RenderOptions(
+        table=params["table"], hash_seed=params["hash_seed"], slots_per_backend=params["slots_per_backend"],
+        snat_mark=params["snat_mark"], allow_icmp=params["allow_icmp"],
+        local_dispatch=params["local_dispatch"], egress_snat=egress,
+    )
+
+
+def _absent(module: AnsibleModule, nft: Nft, paths: dict[str, str]) -> None:
+    table = module.params["table"]
+    listing = nft.list_table(table)
+    before_model = json.loads(_read(paths["model"]) or "{}")
+    result = {"changed": listing is not None, "digest": "", "added": [], "removed": sorted(before_model), "updated": [], "drift": False}
+    if module._diff:
+        result["diff"] = {"before": _read(paths["view"]) or "", "after": "", "before_header": f"inet {table}", "after_header": "absent"}
+    if listing is not None and not module.check_mode:
+        nft.delete_table(table)
+        for path in paths.values():
+            if os.path.exists(path):
+                os.unlink(path)
+    module.exit_json(**result)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            loadbalancers=dict(type="list", elements="dict", required=True),
+            pools=dict(type="dict", required=True),
+            table=dict(type="str", default="portico"),
+            hash_seed=dict(type="int", default=0x5EED5EED),
+            slots_per_backend=dict(type="int", default=100),
+            snat_mark=dict(type="int", default=0x00020000),
+            allow_icmp=dict(type="bool", default=True),
+            local_dispatch=dict(type="bool", default=True),
+            egress_snat=dict(
+                type="list", elements="dict", default=[],
+                options=dict(source=dict(type="str", required=True), to_address=dict(type="str"), out_interface=dict(type="str")),
+            ),
+            state_dir=dict(type="path", default="/var/lib/portico/nftables"),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    nft = Nft(binary=module.get_bin_path("nft", required=True))
+    base = os.path.join(params["state_dir"], params["table"])
+    paths = {"script": f"{base}.nft", "model": f"{base}.json", "view": f"{base}.txt", "listing": f"{base}.listing"}
+    if params["state"] == "absent":
+        _absent(module, nft, paths)
+        return
+
+    try:
+        pools = parse_pools(params["pools"])
+    except PoolError as err:
+        module.fail_json(msg=str(err))
+    model = parse_loadbalancers(params["loadbalancers"], pools)
+    if model.problems:
+        module.fail_json(msg="invalid load balancer definitions:\n" + "\n".join(model.problems), problems=model.problems)
+    options = _options(params)
+    script, digest = render_ruleset(model.loadbalancers, options)
+    view = describe(model.loadbalancers, options)
+    after_model = {lb.name: lb.to_dict() for lb in model.loadbalancers}
+
+    try:
+        live = nft.list_table(params["table"])
+    except NftError as err:
+        module.fail_json(msg=str(err))
+    live_digest = digest_in_listing(live)
+    recorded_listing = _read(paths["listing"])
+    drift = live is not None and live_digest == digest and recorded_listing is not None and recorded_listing != live
+    changed = live_digest != digest or drift
+    before_model = json.loads(_read(paths["model"]) or "{}") if live is not None else {}
+    added, removed, updated = _model_changes(before_model, after_model)
+    result = {"changed": changed, "digest": digest, "script_path": paths["script"],
+              "added": added, "removed": removed, "updated": updated, "drift": drift}
+    if module._diff:
+        before_view = (_read(paths["view"]) or "") if live is not None else ""
+        if drift:
+            before_view += "# live table was changed outside Portico; it will be replaced\n"
+        result["diff"] = {"before": before_view, "after": view,
+                          "before_header": f"inet {params['table']} (live)", "after_header": f"inet {params['table']} (desired)"}
+
+    try:
+        # Validate even in check mode: a plan that nft would refuse must fail the plan.
+        nft.check(script)
+        if changed and not module.check_mode:
+            os.makedirs(params["state_dir"], mode=0o750, exist_ok=True)
+            nft.apply(script)
+            _write_atomic(paths["script"], script)
+            _write_atomic(paths["model"], json.dumps(after_model, indent=1, sort_keys=True))
+            _write_atomic(paths["view"], view)
+            _write_atomic(paths["listing"], nft.list_table(params["table"]) or "")
+    except NftError as err:
+        module.fail_json(msg=str(err), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

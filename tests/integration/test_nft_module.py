@@ -1,0 +1,110 @@
+"""portico.gateway.nft_loadbalancer and ip_addresses through real Ansible, in a private netns."""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+
+from conftest import Netns, task_results
+
+POOLS = {"public": {"addresses": ["198.51.100.0/24", "2001:db8:100::/64"]}}
+WEB = {"name": "web", "vip": "198.51.100.10", "ports": [{"protocol": "tcp", "port": 80, "backend_port": 8080}],
+       "backends": ["192.0.2.11", "192.0.2.12", "192.0.2.13"]}
+
+
+def converge(lbs: list[dict], tmp: pathlib.Path, **extra) -> dict:
+    args = {"loadbalancers": lbs, "pools": POOLS, "state_dir": str(tmp / "state"), **extra}
+    return {"portico.gateway.nft_loadbalancer": args}
+
+
+def run(ns: Netns, tmp: pathlib.Path, lbs: list[dict], *flags: str, **extra) -> dict:
+    return task_results(ns.play([converge(lbs, tmp, **extra)], tmp, *flags))[0]
+
+
+def listing(ns: Netns, table: str = "portico") -> str:
+    return ns.run("nft", "-s", "list", "table", "inet", table, check=False).stdout
+
+
+def test_apply_then_second_run_reports_no_change(netns, tmp_path):
+    first = run(netns, tmp_path, [WEB])
+    assert first["changed"] is True and first["added"] == ["web"]
+    assert "198.51.100.10 . tcp . 80 : goto svc_web_" in listing(netns)
+    second = run(netns, tmp_path, [WEB])
+    assert second["changed"] is False and second["drift"] is False
+
+
+def test_check_mode_reports_but_does_not_apply(netns, tmp_path):
+    run(netns, tmp_path, [WEB])
+    before = listing(netns)
+    more = [WEB, {**WEB, "name": "api", "vip": "198.51.100.11"}]
+    result = run(netns, tmp_path, more, "--check", "--diff")
+    assert result["changed"] is True and result["added"] == ["api"]
+    assert "api 198.51.100.11:80/tcp" in result["diff"]["after"]
+    assert listing(netns) == before
+
+
+def test_counters_do_not_make_a_change(netns, tmp_path):
+    run(netns, tmp_path, [WEB])
+    # Bump a named counter as traffic would.
+    netns.run("nft", "add", "rule", "inet", "portico", "filter_prerouting", "counter", "name", "drop_c633640a")
+    netns.run("nft", "delete", "rule", "inet", "portico", "filter_prerouting", "handle",
+              netns.run("sh", "-c", "nft -a list chain inet portico filter_prerouting | awk '/counter name/ {print $NF}'").stdout.strip())
+    assert run(netns, tmp_path, [WEB])["changed"] is False
+
+
+def test_drift_is_detected_and_repaired(netns, tmp_path):
+    run(netns, tmp_path, [WEB])
+    clean = listing(netns)
+    netns.run("nft", "add", "rule", "inet", "portico", "nat_prerouting", "ip", "daddr", "198.51.100.99", "dnat", "ip", "to", "192.0.2.99")
+    result = run(netns, tmp_path, [WEB])
+    assert result["changed"] is True and result["drift"] is True
+    assert listing(netns) == clean
+
+
+def test_other_tables_are_left_alone(netns, tmp_path):
+    netns.run("nft", "add", "table", "inet", "hostfw")
+    netns.run("nft", "add", "chain", "inet", "hostfw", "input", "{ type filter hook input priority 0; policy accept; }")
+    netns.run("nft", "add", "rule", "inet", "hostfw", "input", "tcp", "dport", "22", "accept")
+    run(netns, tmp_path, [WEB])
+    run(netns, tmp_path, [WEB, {**WEB, "name": "api", "vip": "198.51.100.11"}])
+    run(netns, tmp_path, [], state="absent")
+    assert "tcp dport 22 accept" in listing(netns, "hostfw")
+    assert listing(netns) == ""
+
+
+def test_bad_definition_fails_and_keeps_the_live_table(netns, tmp_path):
+    run(netns, tmp_path, [WEB])
+    before = listing(netns)
+    bad = copy.deepcopy(WEB)
+    bad["ports"][0]["port"] = 70000
+    result = run(netns, tmp_path, [bad])
+    assert result["failed"] is True
+    assert "web: ports[0].port: 70000 is out of range 1-65535" in result["msg"]
+    assert listing(netns) == before
+
+
+def test_ruleset_refused_by_nft_keeps_the_live_table(netns, tmp_path):
+    run(netns, tmp_path, [WEB])
+    before = listing(netns)
+    # An egress rule with an interface name nft refuses (too long): the kernel check fails.
+    result = run(netns, tmp_path, [WEB], egress_snat=[{"source": "192.0.2.0/24", "out_interface": "x" * 40}])
+    assert result["failed"] is True and "nft check failed" in result["msg"]
+    assert listing(netns) == before
+
+
+def test_ip_addresses_adds_purges_and_is_idempotent(netns, tmp_path):
+    def addresses(wanted: list[str], *flags: str) -> dict:
+        task = {"portico.gateway.ip_addresses": {"interface": "lo", "addresses": wanted, "state_dir": str(tmp_path / "addr")}}
+        return task_results(netns.play([task], tmp_path, *flags))[0]
+
+    first = addresses(["198.51.100.10/32", "2001:db8:100::10/128"])
+    assert first["changed"] is True
+    assert addresses(["198.51.100.10/32", "2001:db8:100::10/128"])["changed"] is False
+    netns.run("ip", "address", "add", "198.51.100.77/32", "dev", "lo")  # not ours: must survive
+    check = addresses(["198.51.100.11/32"], "--check")
+    assert check["changed"] is True and "198.51.100.10/32" in check["removed"]
+    assert "198.51.100.10/32" in netns.run("ip", "-4", "address", "show", "dev", "lo").stdout
+    result = addresses(["198.51.100.11/32"])
+    assert sorted(result["removed"]) == ["198.51.100.10/32", "2001:db8:100::10/128"]
+    shown = netns.run("ip", "address", "show", "dev", "lo").stdout
+    assert "198.51.100.11/32" in shown and "198.51.100.77/32" in shown and "198.51.100.10/32" not in shown

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Show the main job working: requests from the lab client through gw1's VIPs, TCP and UDP,
+# IPv4 and IPv6, with the backend that answered each and the source address it saw.
+set -euo pipefail
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$(cd "$(dirname "$0")" && pwd)/containers.conf}
+
+probe() {  # proto target port [count]
+  podman exec portico-lab-client portico-lab-probe --proto "$1" --target "$2" --port "$3" \
+    --count "${4:-30}" --timeout 1 --json
+}
+
+show() {  # label proto target port
+  local out
+  out=$(probe "$2" "$3" "$4")
+  python3 - "$1" "$out" <<'PY'
+import json, sys
+label, result = sys.argv[1], json.loads(sys.argv[2])
+spread = ", ".join(f"{name} {count}" for name, count in sorted(result["backends"].items())) or "none"
+seen = ", ".join(result.get("clients", [])) or "-"
+print(f"  {label:<40} ok {result['ok']:>2}/{result['ok'] + result['failed']:<3} backends: {spread:<30} backend saw: {seen}")
+PY
+}
+
+echo "Portico lab: client 203.0.113.10 -> router -> gw1 (nftables, Maglev) -> node1..3"
+echo
+echo "Load balancer 'web' (all backends, client address preserved):"
+show "tcp 198.51.100.10:80" tcp 198.51.100.10 80
+show "udp 198.51.100.10:53" udp 198.51.100.10 53
+show "tcp [2001:db8:100::10]:80" tcp 2001:db8:100::10 80
+show "udp [2001:db8:100::10]:53" udp 2001:db8:100::10 53
+echo
+echo "Load balancer 'snat' (backends see the gateway's address):"
+show "tcp 198.51.100.12:80" tcp 198.51.100.12 80
+echo
+echo "Filtered (expected to fail: undeclared port, and a source outside 'restricted' ranges):"
+show "tcp 198.51.100.10:8081 (undeclared)" tcp 198.51.100.10 8081 3
+show "tcp 198.51.100.11:80 (source not allowed)" tcp 198.51.100.11 80 3
+echo
+echo "Dataplane on gw1: podman exec portico-lab-gw1 nft list table inet portico"
+echo "Drop counters:    podman exec portico-lab-gw1 nft list counters table inet portico"
