@@ -20,7 +20,7 @@ lab-up:
 	bash tests/lab/lab.sh up
 
 lab-converge:
-	ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml
+	ansible-playbook -i inventories/lab playbooks/site.yml
 
 lab-demo:
 	bash tests/lab/demo.sh

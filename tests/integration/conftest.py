@@ -1,4 +1,5 @@
-"""Fixtures for integration tests that run real Ansible against a private network namespace."""
+"""Fixtures for integration tests that run real Ansible against a private network namespace
+or against the Kubernetes API stand-in (tests/k8s_stub)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,31 @@ import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
+if str(REPO) not in sys.path:  # for tests.k8s_stub, whatever directory pytest was started from
+    sys.path.insert(0, str(REPO))
+
+from tests.k8s_stub import FakeApiServer  # noqa: E402 - needs the path above
+
+LAB_FIXTURES = REPO / "tests/k8s_stub/fixtures/lab"
+
+
+def play(tasks: list[dict[str, Any]], tmp: pathlib.Path, *extra: str, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run tasks on localhost with ansible-playbook (the repo's ansible.cfg, the json callback),
+    the command prefixed by e.g. `ip netns exec NAME`; return the json callback's result."""
+    playbook = tmp / f"play-{uuid.uuid4().hex[:6]}.yml"
+    playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
+    proc = subprocess.run(
+        [*prefix, str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+         "-e", f"ansible_python_interpreter={sys.executable}", str(playbook), *extra],
+        capture_output=True, text=True, cwd=REPO, env=env, check=False,
+    )
+    try:
+        output = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"ansible-playbook printed no JSON (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return output
 
 
 @dataclass
@@ -27,20 +53,7 @@ class Netns:
 
     def play(self, tasks: list[dict[str, Any]], tmp: pathlib.Path, *extra: str) -> dict[str, Any]:
         """Run tasks with ansible-playbook inside this namespace; return the json callback's result."""
-        playbook = tmp / f"play-{uuid.uuid4().hex[:6]}.yml"
-        playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
-        env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-               "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
-        proc = subprocess.run(
-            ["ip", "netns", "exec", self.name, str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-             "-e", f"ansible_python_interpreter={sys.executable}", str(playbook), *extra],
-            capture_output=True, text=True, cwd=REPO, env=env, check=False,
-        )
-        try:
-            output = json.loads(proc.stdout)
-        except json.JSONDecodeError:
-            pytest.fail(f"ansible-playbook printed no JSON (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        return output
+        return play(tasks, tmp, *extra, prefix=("ip", "netns", "exec", self.name))
 
 
 def task_results(output: dict[str, Any]) -> list[dict[str, Any]]:
@@ -57,3 +70,17 @@ def netns() -> Iterator[Netns]:
         yield ns
     finally:
         subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+@dataclass
+class K8sLab:
+    """The API stand-in loaded with the lab fixtures, and a kubeconfig pointing at it."""
+
+    api: FakeApiServer
+    kubeconfig: pathlib.Path
+
+
+@pytest.fixture
+def k8s_lab(tmp_path: pathlib.Path) -> Iterator[K8sLab]:
+    with FakeApiServer(fixtures=LAB_FIXTURES) as api:
+        yield K8sLab(api, api.write_kubeconfig(tmp_path / "kubeconfig"))

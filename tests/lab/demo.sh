@@ -6,12 +6,12 @@ export CONTAINERS_CONF=${CONTAINERS_CONF:-$(cd "$(dirname "$0")" && pwd)/contain
 
 probe() {  # proto target port [count]
   podman exec portico-lab-client portico-lab-probe --proto "$1" --target "$2" --port "$3" \
-    --count "${4:-30}" --timeout 1 --json
+    --count "${4:-30}" --timeout 1 --json || true  # a failed probe is part of the show
 }
 
-show() {  # label proto target port
+show() {  # label proto target port [count]
   local out
-  out=$(probe "$2" "$3" "$4")
+  out=$(probe "$2" "$3" "$4" "${5:-30}")
   python3 - "$1" "$out" <<'PY'
 import json, sys
 label, result = sys.argv[1], json.loads(sys.argv[2])

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Portico lab wrapper: lab.sh {image|up|down|status} [ansible-playbook args...]
+# Portico lab wrapper: lab.sh {image|up|down|status|k8s-start|k8s-stop} [ansible-playbook args...]
 #   image   build the Debian 12 lab image (cached by the build script's hash)
-#   up      image + networks + containers + routes + lab services (idempotent)
-#   down    remove lab containers and networks (the image stays as cache)
+#   up      image + networks + containers + routes + lab services (idempotent),
+#           and the Kubernetes API stand-in on 127.0.0.1:${PORTICO_LAB_K8S_PORT:-6443}
+#   down    remove lab containers and networks (the image stays as cache), stop the stand-in
 #   status  show lab containers, networks and image
 # Environment: ANSIBLE_PLAYBOOK (default: <repo>/.venv/bin/ansible-playbook if
 # present, else ansible-playbook on PATH); CONTAINERS_CONF (default: the lab's).
@@ -45,12 +46,44 @@ playbook() {
   "${ANSIBLE_PLAYBOOK}" -i localhost, "${here}/${book}" "$@"
 }
 
+# The Kubernetes API stand-in (tests/k8s_stub) serves the lab's sample Services; the
+# inventory source inventories/lab/k8s_services.yml reads it through this kubeconfig.
+k8s_dir=/run/portico-lab
+k8s_port="${PORTICO_LAB_K8S_PORT:-6443}"
+
+k8s_stop() {
+  if [[ -f "${k8s_dir}/k8s-stub.pid" ]]; then
+    kill "$(cat "${k8s_dir}/k8s-stub.pid")" 2>/dev/null || true
+    rm -f "${k8s_dir}/k8s-stub.pid"
+  fi
+}
+
+k8s_start() {
+  local python
+  python="$(dirname "$(command -v "${ANSIBLE_PLAYBOOK}")")/python"
+  [[ -x "${python}" ]] || python=python3
+  k8s_stop
+  mkdir -p "${k8s_dir}"
+  (cd "${repo}" && nohup "${python}" -m tests.k8s_stub --port "${k8s_port}" \
+      --fixtures tests/k8s_stub/fixtures/lab --kubeconfig "${k8s_dir}/kubeconfig" \
+      >"${k8s_dir}/k8s-stub.log" 2>&1 & echo $! >"${k8s_dir}/k8s-stub.pid")
+  for _ in $(seq 50); do
+    grep -q "listening" "${k8s_dir}/k8s-stub.log" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "lab.sh: the Kubernetes API stand-in did not start:" >&2
+  cat "${k8s_dir}/k8s-stub.log" >&2
+  exit 1
+}
+
 cmd="${1:-}"
 [[ $# -gt 0 ]] && shift
 case "${cmd}" in
   image) preflight && bash "${here}/build-image.sh" ;;
-  up) preflight && playbook up.yml "$@" ;;  # up.yml runs build-image.sh itself
-  down) playbook down.yml "$@" ;;
+  up) preflight && playbook up.yml "$@" && k8s_start ;;  # up.yml runs build-image.sh itself
+  down) k8s_stop; playbook down.yml "$@" ;;
+  k8s-start) k8s_start ;;
+  k8s-stop) k8s_stop ;;
   status)
     podman ps --all --filter label=portico.lab \
       --format 'table {{.Names}}\t{{.Status}}\t{{.Networks}}'
@@ -58,7 +91,7 @@ case "${cmd}" in
     podman images localhost/portico-debian12
     ;;
   *)
-    echo "usage: $0 {image|up|down|status} [ansible-playbook args...]" >&2
+    echo "usage: $0 {image|up|down|status|k8s-start|k8s-stop} [ansible-playbook args...]" >&2
     exit 2
     ;;
 esac

@@ -37,7 +37,7 @@ def drop_packets(vip_counter: str) -> int:
 def playbook(*extra: str) -> subprocess.CompletedProcess:
     ansible_playbook = pathlib.Path(sys.executable).parent / "ansible-playbook"
     return subprocess.run(
-        [str(ansible_playbook), "-i", "inventories/lab/hosts.yml", "playbooks/site.yml", *extra],
+        [str(ansible_playbook), "-i", "inventories/lab", "playbooks/site.yml", *extra],
         cwd=REPO, capture_output=True, text=True, check=False,
         env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
     )

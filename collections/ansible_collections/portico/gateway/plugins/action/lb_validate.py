@@ -11,12 +11,12 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.portico.gateway.plugins.module_utils.ipam import PoolError, parse_pools
-from ansible_collections.portico.gateway.plugins.module_utils.lb_model import parse_loadbalancers
+from ansible_collections.portico.gateway.plugins.module_utils.lb_sources import merge
 
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("loadbalancers", "pools", "strict"))
+    _VALID_ARGS = frozenset(("loadbalancers", "k8s_services", "pools", "strict"))
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
@@ -24,6 +24,7 @@ class ActionModule(ActionBase):
         _spec, args = self.validate_argument_spec(
             argument_spec=dict(
                 loadbalancers=dict(type="list", elements="raw", default=[]),
+                k8s_services=dict(type="list", elements="dict", default=[]),
                 pools=dict(type="dict", default={}),
                 strict=dict(type="bool", default=True),
             )
@@ -32,19 +33,23 @@ class ActionModule(ActionBase):
             pools = parse_pools(args["pools"])
         except PoolError as err:
             raise AnsibleActionFail(f"portico_pools: {err}") from None
-        model = parse_loadbalancers(args["loadbalancers"], pools)
+        model = merge(args["loadbalancers"], args["k8s_services"], pools)
         valid = [lb.to_dict() for lb in model.loadbalancers]
+        services = [status.to_dict() for status in model.services]
         result.update(
             loadbalancers=valid,
-            problems=model.problems,
-            refused=model.refused,
+            problems=model.static_problems,
+            services=services,
             vips=sorted({lb.vip for lb in model.loadbalancers}),
-            ansible_facts={"portico_lb_model": valid},
+            ansible_facts={"portico_lb_model": valid, "portico_k8s_status": services},
         )
-        if model.problems:
-            for problem in model.problems:
+        for status in model.services:
+            for problem in status.problems:
+                self._display.warning(f"not served: {problem}")
+        if model.static_problems:
+            for problem in model.static_problems:
                 self._display.warning(problem)
             if args["strict"]:
                 result["failed"] = True
-                result["msg"] = "invalid load balancer definitions:\n" + "\n".join(model.problems)
+                result["msg"] = "invalid load balancer definitions:\n" + "\n".join(model.static_problems)
         return result

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: Portico developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Address pools: the one owner of pool definitions and VIP membership.
+"""Address pools: the one owner of pool definitions, VIP membership and allocation.
 
 Standard library only: this file is shipped to gateways together with the
 modules, and gateways get no pip packages.
@@ -9,9 +9,12 @@ modules, and gateways get no pip packages.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import ipaddress
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Union
+import itertools
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -129,3 +132,407 @@ def pool_of(address: IPAddress, pools: Mapping[str, Pool]) -> Pool | None:
         if pool.contains(address):
             return pool
     return None
+
+
+# ---------------------------------------------------------------------------
+# Allocation: one VIP per IP family per Kubernetes Service.
+#
+# Stability rules (why the code is shaped like this):
+# * an address a Service already holds (in its status) is kept while it is still
+#   valid for it, so restarts, new pools and unrelated Services never move it;
+# * claims are processed in phases (status, then requests, then new) and inside a
+#   phase in key order, so the result does not depend on the API's list order;
+# * new addresses come from a hash of the Service's identity probed forward through
+#   the pool, so two controllers with the same inputs pick the same address.
+# ---------------------------------------------------------------------------
+
+AllocationInput = Mapping[str, Any]
+
+
+@dataclass
+class Allocation:
+    """The outcome for one Service: its VIPs (family order) and LB dicts, or why it got none."""
+
+    cluster: str
+    namespace: str
+    name: str
+    uid: str
+    ips: list[str] = field(default_factory=list)
+    loadbalancers: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.cluster}/{self.namespace}/{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Claimant:
+    """Allocation's working view of one Service entry."""
+
+    key: str
+    entry: AllocationInput
+    namespace: str
+    families: tuple[int, ...]
+    status: tuple[IPAddress, ...]
+    requested: dict[int, IPAddress]
+    pool: str | None
+    pool_field: str
+    requested_field: str
+    sharing_key: str | None
+    ports: frozenset[tuple[str, int]]
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    chosen: dict[int, tuple[IPAddress, str]] = field(default_factory=dict)
+
+    def fail(self, field_path: str, message: str) -> None:
+        self.problems.append(f"{self.key}: {field_path}: {message}")
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.problems)
+
+
+def is_buggy_ip(address: IPAddress) -> bool:
+    """IPv4 addresses ending in .0 or .255: some clients and routers mishandle them."""
+    return address.version == 4 and int(address) % 256 in (0, 255)
+
+
+def pool_allows_namespace(pool: Pool, namespace: str) -> bool:
+    return not pool.namespaces or namespace in pool.namespaces
+
+
+def pool_usable(pool: Pool, address: IPAddress) -> bool:
+    """The pool holds the address and may hand it out (``avoid_buggy_ips``)."""
+    return pool.contains(address) and not (pool.avoid_buggy_ips and is_buggy_ip(address))
+
+
+def family_ranges(pool: Pool, family: int) -> tuple[AddressRange, ...]:
+    """The pool's ranges of one family, sorted, so YAML order does not change probing."""
+    return tuple(sorted((r for r in pool.ranges if r.first.version == family), key=lambda r: int(r.first)))
+
+
+def _count_mod(first: int, last: int, residue: int) -> int:
+    """How many integers n in [first, last] have n % 256 == residue."""
+    return (last - residue) // 256 - (first - 1 - residue) // 256
+
+
+def pool_capacity(pool: Pool, family: int) -> int:
+    """Addresses of one family the pool may hand out."""
+    total = 0
+    for block in family_ranges(pool, family):
+        first, last = int(block.first), int(block.last)
+        total += last - first + 1
+        if family == 4 and pool.avoid_buggy_ips:
+            total -= _count_mod(first, last, 0) + _count_mod(first, last, 255)
+    return total
+
+
+def probe_start(seed: str, size: int) -> int:
+    """Deterministic start offset for a seed: the same on every controller and Python."""
+    digest = hashlib.sha256(seed.encode("utf-8")).digest()
+    return int.from_bytes(digest[:16], "big") % size
+
+
+def probe_seed(key: str, family: int, pool_name: str) -> str:
+    return f"{key}|IPv{family}|{pool_name}"
+
+
+def hash_probe(pool: Pool, family: int, seed: str, is_free: Callable[[IPAddress], bool]) -> IPAddress | None:
+    """First usable, free address at or after the seed's start offset (wrapping), or None.
+
+    Callers check capacity first when the pool may be full: the walk is bounded by the
+    pool size, which is harmless for sparse IPv6 pools because a free address comes quickly.
+    """
+    ranges = family_ranges(pool, family)
+    sizes = [int(r.last) - int(r.first) + 1 for r in ranges]
+    offsets = list(itertools.accumulate(sizes))
+    total = offsets[-1] if offsets else 0
+    if not total:
+        return None
+    make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    start = probe_start(seed, total)
+    for step in range(total):
+        index = (start + step) % total
+        block = bisect.bisect_right(offsets, index)
+        base = offsets[block - 1] if block else 0
+        address = make(int(ranges[block].first) + index - base)
+        if pool_usable(pool, address) and is_free(address):
+            return address
+    return None
+
+
+@dataclass(frozen=True)
+class _Holder:
+    key: str
+    sharing_key: str | None
+    ports: frozenset[tuple[str, int]]
+
+
+class _Ledger:
+    """Who holds which address, and how full each pool is (pools never overlap)."""
+
+    def __init__(self, pools: Mapping[str, Pool], reserved: Iterable[IPAddress]):
+        self.pools = pools
+        self.reserved = frozenset(reserved)
+        self.holders: dict[IPAddress, list[_Holder]] = {}
+        self.by_sharing_key: dict[str, set[IPAddress]] = {}
+        self.used: dict[tuple[str, int], int] = {}
+        for address in self.reserved:
+            self._count(address)
+
+    def _count(self, address: IPAddress) -> None:
+        pool = pool_of(address, self.pools)
+        if pool is not None and pool_usable(pool, address):
+            slot = (pool.name, address.version)
+            self.used[slot] = self.used.get(slot, 0) + 1
+
+    def conflict(self, address: IPAddress, claimant: _Claimant) -> str | None:
+        """Why the claimant may not use the address, or None if it may (free or shareable)."""
+        if address in self.reserved:
+            return "is the vip of a static load balancer"
+        for holder in self.holders.get(address, ()):
+            if holder.key == claimant.key:
+                continue
+            if not claimant.sharing_key or holder.sharing_key != claimant.sharing_key:
+                return f"is taken by {holder.key} (no common sharing key)"
+            overlap = sorted(holder.ports & claimant.ports)
+            if overlap:
+                clash = ", ".join(f"{proto}/{port}" for proto, port in overlap)
+                return f"is taken by {holder.key} (sharing key matches but both use {clash})"
+        return None
+
+    def is_unheld(self, address: IPAddress) -> bool:
+        return address not in self.reserved and not self.holders.get(address)
+
+    def take(self, address: IPAddress, claimant: _Claimant) -> None:
+        holders = self.holders.setdefault(address, [])
+        if any(h.key == claimant.key for h in holders):
+            return
+        if not holders and address not in self.reserved:
+            self._count(address)
+        holders.append(_Holder(claimant.key, claimant.sharing_key, claimant.ports))
+        if claimant.sharing_key:
+            self.by_sharing_key.setdefault(claimant.sharing_key, set()).add(address)
+
+    def has_unheld(self, pool: Pool, family: int) -> bool:
+        return self.used.get((pool.name, family), 0) < pool_capacity(pool, family)
+
+
+def _ip_or_none(value: Any) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(str(value).strip())
+    except ValueError:
+        return None
+
+
+def _ports_of(entry: AllocationInput) -> frozenset[tuple[str, int]]:
+    """(protocol, port) listeners of the Service: every LB of one Service has the same ports."""
+    lbs = entry.get("loadbalancers") or []
+    ports = lbs[0].get("ports") if lbs and isinstance(lbs[0], Mapping) else None
+    result: set[tuple[str, int]] = set()
+    for port in ports or []:
+        if isinstance(port, Mapping) and isinstance(port.get("port"), int):
+            result.add((str(port.get("protocol", "tcp")).lower(), int(port["port"])))
+    return frozenset(result)
+
+
+def _claimant_of(entry: AllocationInput) -> _Claimant:
+    key = "/".join(str(entry.get(part, "")) for part in ("cluster", "namespace", "name"))
+    families = tuple(f for f in entry.get("ip_families") or [4] if f in (4, 6))
+    status = tuple(ip for ip in (_ip_or_none(v) for v in entry.get("status_ips") or []) if ip is not None)
+    claimant = _Claimant(
+        key=key,
+        entry=entry,
+        namespace=str(entry.get("namespace", "")),
+        families=families,
+        status=status,
+        requested={},
+        pool=entry.get("pool") or None,
+        pool_field=str(entry.get("pool_field") or "metadata.annotations[portico.io/pool]"),
+        requested_field=str(entry.get("requested_ips_field") or "metadata.annotations[portico.io/loadBalancerIPs]"),
+        sharing_key=entry.get("sharing_key") or None,
+        ports=_ports_of(entry),
+        problems=[str(p) for p in entry.get("problems") or []],
+        warnings=[str(w) for w in entry.get("warnings") or []],
+    )
+    for value in entry.get("requested_ips") or []:
+        address = _ip_or_none(value)
+        if address is None:
+            claimant.fail(claimant.requested_field, f"{value!r} is not an IP address")
+        elif address.version in families:
+            claimant.requested.setdefault(address.version, address)
+    lbs = entry.get("loadbalancers") or []
+    if not claimant.failed and len(lbs) != len(families):
+        claimant.fail("loadbalancers", f"expected one per IP family ({len(families)}), got {len(lbs)}")
+    return claimant
+
+
+def _why_not(claimant: _Claimant, address: IPAddress, pools: Mapping[str, Pool]) -> tuple[Pool | None, str | None]:
+    """The pool the claimant would take the address from, or why it may not have it."""
+    pool = pool_of(address, pools)
+    if pool is None:
+        return None, f"{address} is not in any pool ({', '.join(sorted(pools)) or 'no pools defined'})"
+    if claimant.pool and pool.name != claimant.pool:
+        return None, f"{address} is in pool {pool.name!r}, not in the requested pool {claimant.pool!r}"
+    if not pool_allows_namespace(pool, claimant.namespace):
+        return None, f"{address} is in pool {pool.name!r}, which namespace {claimant.namespace!r} may not use"
+    if not pool_usable(pool, address):
+        return None, f"{address} is a .0/.255 address that pool {pool.name!r} avoids (avoid_buggy_ips)"
+    return pool, None
+
+
+def _check_pool_annotation(claimant: _Claimant, pools: Mapping[str, Pool]) -> None:
+    if not claimant.pool:
+        return
+    pool = pools.get(claimant.pool)
+    if pool is None:
+        known = ", ".join(sorted(pools)) or "none defined"
+        claimant.fail(claimant.pool_field, f"unknown pool {claimant.pool!r} (pools: {known})")
+    elif not pool_allows_namespace(pool, claimant.namespace):
+        claimant.fail(claimant.pool_field, f"pool {pool.name!r} may not be used by namespace {claimant.namespace!r}")
+
+
+def _keep_status(claimant: _Claimant, family: int, pools: Mapping[str, Pool], ledger: _Ledger) -> None:
+    held = [ip for ip in claimant.status if ip.version == family]
+    wanted = claimant.requested.get(family)
+    reasons: list[str] = []
+    for address in held:
+        pool, reason = _why_not(claimant, address, pools)
+        if reason is None and wanted is not None and address != wanted:
+            reason = f"{address} differs from the requested {wanted}"
+        if reason is None:
+            reason = ledger.conflict(address, claimant)
+            reason = f"{address} {reason}" if reason else None
+        if reason is None and pool is not None:
+            ledger.take(address, claimant)
+            claimant.chosen[family] = (address, pool.name)
+            return
+        reasons.append(reason or "")
+    if reasons:
+        claimant.warnings.append(f"{claimant.key}: status.loadBalancer.ingress: {'; '.join(reasons)}: choosing another address")
+
+
+def _take_requested(claimant: _Claimant, family: int, pools: Mapping[str, Pool], ledger: _Ledger) -> None:
+    address = claimant.requested[family]
+    pool, reason = _why_not(claimant, address, pools)
+    if reason is None:
+        conflict = ledger.conflict(address, claimant)
+        reason = f"{address} {conflict}" if conflict else None
+    if reason is not None or pool is None:
+        claimant.fail(claimant.requested_field, reason or f"{address} is not in any pool")
+        return
+    ledger.take(address, claimant)
+    claimant.chosen[family] = (address, pool.name)
+
+
+def _candidate_pools(claimant: _Claimant, family: int, pools: Mapping[str, Pool]) -> list[Pool]:
+    if claimant.pool:
+        pool = pools[claimant.pool]
+        return [pool] if family_ranges(pool, family) else []
+    return [
+        pools[name] for name in sorted(pools)
+        if pools[name].auto_assign and pool_allows_namespace(pools[name], claimant.namespace)
+        and family_ranges(pools[name], family)
+    ]
+
+
+def _join_sharing_partner(claimant: _Claimant, family: int, candidates: Sequence[Pool], ledger: _Ledger) -> bool:
+    """A Service with a sharing key lands on an address its partners already use, when compatible."""
+    if not claimant.sharing_key:
+        return False
+    names = {pool.name for pool in candidates}
+    shared = sorted((ip for ip in ledger.by_sharing_key.get(claimant.sharing_key, ()) if ip.version == family), key=int)
+    for address in shared:
+        pool = pool_of(address, ledger.pools)
+        if pool is not None and pool.name in names and pool_usable(pool, address) and ledger.conflict(address, claimant) is None:
+            ledger.take(address, claimant)
+            claimant.chosen[family] = (address, pool.name)
+            return True
+    return False
+
+
+def _assign_new(claimant: _Claimant, family: int, pools: Mapping[str, Pool], ledger: _Ledger) -> None:
+    candidates = _candidate_pools(claimant, family, pools)
+    field_path = claimant.pool_field if claimant.pool else "pools"
+    if not candidates:
+        if claimant.pool:
+            claimant.fail(field_path, f"pool {claimant.pool!r} has no IPv{family} addresses")
+        else:
+            claimant.fail(field_path, f"no auto-assign pool with IPv{family} addresses may be used by namespace {claimant.namespace!r}")
+        return
+    if _join_sharing_partner(claimant, family, candidates, ledger):
+        return
+    for pool in candidates:
+        if not ledger.has_unheld(pool, family):
+            continue
+        address = hash_probe(pool, family, probe_seed(claimant.key, family, pool.name), ledger.is_unheld)
+        if address is not None:
+            ledger.take(address, claimant)
+            claimant.chosen[family] = (address, pool.name)
+            return
+    names = ", ".join(repr(pool.name) for pool in candidates)
+    claimant.fail(field_path, f"no free IPv{family} address left in pool{'s' if len(candidates) > 1 else ''} {names}")
+
+
+def _result_of(claimant: _Claimant) -> Allocation:
+    entry = claimant.entry
+    allocation = Allocation(
+        cluster=str(entry.get("cluster", "")), namespace=claimant.namespace, name=str(entry.get("name", "")),
+        uid=str(entry.get("uid", "")), problems=claimant.problems, warnings=claimant.warnings,
+    )
+    if claimant.failed:
+        return allocation
+    for family, lb in zip(claimant.families, entry.get("loadbalancers") or []):
+        address, pool_name = claimant.chosen[family]
+        allocation.ips.append(str(address))
+        allocation.loadbalancers.append({**lb, "vip": str(address), "pool": pool_name})
+    return allocation
+
+
+def allocate(
+    services: Sequence[AllocationInput],
+    pools: Mapping[str, Pool],
+    reserved: Iterable[str] = (),
+) -> list[Allocation]:
+    """Assign one VIP per IP family to each Service entry (see module comment); pure.
+
+    ``services`` are the inventory plugin's ``portico_k8s_services`` entries; ``reserved``
+    are addresses never handed out (the VIPs of static load balancers). Returns one
+    Allocation per entry, in input order. A Service that cannot be served gets problems
+    and no addresses; the others are unaffected.
+    """
+    claimants = [_claimant_of(entry) for entry in services]
+    reserved_ips = {ip for ip in (_ip_or_none(v) for v in reserved) if ip is not None}
+    ledger = _Ledger(pools, reserved_ips)
+    ordered = sorted(claimants, key=lambda c: c.key)
+    seen: set[str] = set()
+    for claimant in ordered:
+        if claimant.key in seen:
+            claimant.fail("metadata.name", "listed twice")
+        seen.add(claimant.key)
+        if not claimant.failed:
+            _check_pool_annotation(claimant, pools)
+    for claimant in ordered:
+        for family in () if claimant.failed else claimant.families:
+            _keep_status(claimant, family, pools, ledger)
+    for claimant in ordered:
+        if claimant.failed:
+            # Not served now, but its addresses stay out of reach for this run (after the
+            # healthy Services kept theirs): a Service fixed later finds its address again.
+            for address in claimant.status:
+                if pool_of(address, pools) is not None and ledger.conflict(address, claimant) is None:
+                    ledger.take(address, claimant)
+    for phase in (_take_requested, _assign_new):
+        for claimant in ordered:
+            for family in claimant.families:
+                if claimant.failed or family in claimant.chosen:
+                    continue
+                if phase is _take_requested and family not in claimant.requested:
+                    continue
+                phase(claimant, family, pools, ledger)
+    return [_result_of(claimant) for claimant in claimants]

@@ -13,7 +13,9 @@ version_added: "0.1.0"
 description:
   - Runs every definition through Portico's LB model (parse, defaults, validation, VIP
     and listener clashes) on the controller, without contacting the host.
-  - Sets the fact C(portico_lb_model) to the normalised definitions of the valid LBs.
+  - Sets the fact C(portico_lb_model) to the normalised definitions of the valid LBs, and
+    C(portico_k8s_status) to what each Kubernetes Service should show (addresses or reasons).
+  - Static LBs win every clash with a Kubernetes Service (VIP or listener).
   - 'Every problem is reported as C(<lb name>: <field>: <what is wrong>).'
 author:
   - Portico developers (@portico)
@@ -22,6 +24,14 @@ options:
     description: Load balancer definitions.
     type: list
     elements: raw
+    default: []
+  k8s_services:
+    description:
+      - Service entries from the C(portico.gateway.k8s_services) inventory plugin
+        (C(portico_k8s_services)). VIPs are allocated from O(pools); a Service that cannot be
+        served is left out with its reasons in RV(services), and never fails the task.
+    type: list
+    elements: dict
     default: []
   pools:
     description: Address pools (C(portico_pools)).
@@ -65,11 +75,11 @@ problems:
   returned: always
   type: list
   elements: str
-refused:
-  description: Names of the LBs that were left out.
+services:
+  description: Per Kubernetes Service - cluster, namespace, name, uid, ips, problems, warnings, served.
   returned: always
   type: list
-  elements: str
+  elements: dict
 vips:
   description: The distinct VIPs of the valid LBs.
   returned: always

@@ -1,0 +1,368 @@
+# -*- coding: utf-8 -*-
+# Copyright: Portico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: k8s_services
+short_description: Kubernetes LoadBalancer Services as Portico service entries on the gateway group
+description:
+  - Lists Services, EndpointSlices (C(discovery.k8s.io/v1)) and Nodes of one or more Kubernetes
+    clusters with the official C(kubernetes) client and publishes the Services Portico serves as
+    the variable C(portico_k8s_services) of the gateway group (O(gateway_group)), the cluster
+    Nodes as C(portico_k8s_nodes), and how to reach each cluster again (kubeconfig, context,
+    host; never a token) as C(portico_k8s_clusters), for the status write-back.
+  - Each entry carries one LB model definition per IP family, without C(vip); addresses are
+    allocated later from C(portico_pools) by the playbooks (C(portico.gateway) IPAM), because an
+    inventory plugin cannot reliably see group variables.
+  - Adds no hosts. Gateways come from the static inventory; list this source after it. If the
+    gateway group does not exist it is created empty.
+  - A Service that cannot be served is kept with its C(problems) listed; it never breaks the
+    inventory. A cluster that cannot be listed fails this inventory source, so that a partial view
+    never withdraws the VIPs of Services that still exist.
+  - Values read from the API (annotations included) are data and are never templated.
+  - The configuration file name must end with C(k8s_services.yml) or C(k8s_services.yaml).
+author:
+  - Portico developers (@portico)
+extends_documentation_fragment:
+  - portico.gateway.k8s_auth
+  - ansible.builtin.constructed
+  - ansible.builtin.inventory_cache
+options:
+  plugin:
+    description: The name of this plugin, to mark the file as its configuration.
+    required: true
+    type: str
+    choices: [portico.gateway.k8s_services]
+  kubeconfig:
+    env:
+      - name: PORTICO_K8S_KUBECONFIG
+  context:
+    env:
+      - name: PORTICO_K8S_CONTEXT
+  host:
+    env:
+      - name: PORTICO_K8S_HOST
+  api_key:
+    env:
+      - name: PORTICO_K8S_API_KEY
+  validate_certs:
+    env:
+      - name: PORTICO_K8S_VALIDATE_CERTS
+  ca_cert:
+    env:
+      - name: PORTICO_K8S_CA_CERT
+  cluster_name:
+    description:
+      - Name of the single cluster described by the top-level connection options, used when
+        O(clusters) is not set. It prefixes every LB name (C(<cluster>/<namespace>/<service>)) and
+        seeds address allocation, so keep it stable.
+      - Defaults to O(context), else the kubeconfig's current context, else C(default).
+    type: str
+    env:
+      - name: PORTICO_K8S_CLUSTER
+  clusters:
+    description:
+      - Several clusters in one source. Each item has a C(name) (letters, digits, C(.), C(_), C(-))
+        and any of the connection options C(kubeconfig), C(context), C(host), C(api_key),
+        C(validate_certs), C(ca_cert); options an item leaves out come from the top level.
+    type: list
+    elements: dict
+    default: []
+  namespaces:
+    description: Only these namespaces (all when empty).
+    type: list
+    elements: str
+    default: []
+    env:
+      - name: PORTICO_K8S_NAMESPACES
+  exclude_namespaces:
+    description: Namespaces never served.
+    type: list
+    elements: str
+    default: []
+    env:
+      - name: PORTICO_K8S_EXCLUDE_NAMESPACES
+  load_balancer_class:
+    description: The C(spec.loadBalancerClass) Portico answers to.
+    type: str
+    default: portico.io/gateway
+    env:
+      - name: PORTICO_K8S_LOAD_BALANCER_CLASS
+  serve_default_class:
+    description: Also serve LoadBalancer Services that set no C(loadBalancerClass).
+    type: bool
+    default: false
+    env:
+      - name: PORTICO_K8S_SERVE_DEFAULT_CLASS
+  serve_without_endpoints:
+    description:
+      - Give an address to a Service that has no ready endpoint (a cloud load balancer does; the
+        address then answers nothing). When false, such a Service gets no address and an Event
+        saying why, and gets the same address back (stable hash-probe) once a pod is ready.
+    type: bool
+    default: false
+    env:
+      - name: PORTICO_K8S_SERVE_WITHOUT_ENDPOINTS
+  backend_mode:
+    description:
+      - How gateways reach a Service, unless its C(portico.io/backend-mode) annotation says otherwise.
+      - C(nodeport) sends to Ready Nodes' InternalIP and the nodePort; C(direct) sends to ready pod
+        endpoints (the gateways route pod CIDRs to nodes). Services with
+        C(allocateLoadBalancerNodePorts=false) always use C(direct).
+    type: str
+    choices: [nodeport, direct]
+    default: nodeport
+    env:
+      - name: PORTICO_K8S_BACKEND_MODE
+  gateway_group:
+    description: The inventory group that receives the variables; compose and groups apply to its hosts.
+    type: str
+    default: gateways
+    env:
+      - name: PORTICO_GATEWAY_GROUP
+  request_timeout:
+    description: Seconds to wait for each API request.
+    type: float
+    default: 30
+    env:
+      - name: PORTICO_K8S_REQUEST_TIMEOUT
+  page_size:
+    description: Items per list request (the API's C(limit)/C(continue) paging).
+    type: int
+    default: 500
+"""
+
+EXAMPLES = r"""
+# inventories/prod/k8s_services.yml
+plugin: portico.gateway.k8s_services
+clusters:
+  - {name: prod-a, kubeconfig: ~/.kube/prod-a.yaml}
+  - {name: prod-b, kubeconfig: ~/.kube/prod-b.yaml, context: portico}
+exclude_namespaces: [kube-system]
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: /var/cache/portico/inventory
+keyed_groups:
+  - key: portico_k8s_services | map(attribute='cluster') | unique
+    prefix: serves
+"""
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ansible.errors import AnsibleParserError
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.utils.vars import combine_vars
+
+from ansible_collections.portico.gateway.plugins.module_utils.k8s_client import (
+    AUTH_OPTIONS,
+    K8sAuth,
+    K8sConfigError,
+    api_client,
+)
+from ansible_collections.portico.gateway.plugins.module_utils.k8s_services import (
+    SERVICE_NAME_LABEL,
+    TranslateOptions,
+    node_entries,
+    translate_cluster,
+    wants_namespace,
+)
+
+try:
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+except ImportError:  # reported by k8s_client.api_client when a cluster is listed
+    k8s = None
+    k8s_config = None
+
+SERVICES_VAR = "portico_k8s_services"
+NODES_VAR = "portico_k8s_nodes"
+# How to reach each cluster again for the status write-back (never the bearer token).
+CLUSTERS_VAR = "portico_k8s_clusters"
+CLUSTER_KEYS = frozenset(("name", *AUTH_OPTIONS))
+_CLUSTER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str
+    auth: K8sAuth
+
+
+@dataclass
+class ClusterObjects:
+    services: list[dict[str, Any]]
+    endpoint_slices: list[dict[str, Any]]
+    nodes: list[dict[str, Any]]
+
+
+def _list_all(call: Callable[..., Any], page_size: int, timeout: float, **kwargs: Any) -> list[dict[str, Any]]:
+    """Every item of a list call, following ``continue``; raw JSON (the API's own shape).
+
+    ``_preload_content=False`` skips the client's model classes: faster at thousands of
+    objects, and immune to their deserialisation quirks (``endpoints: null``).
+    """
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        response = call(limit=page_size, _continue=token, _preload_content=False, _request_timeout=timeout, **kwargs)
+        body = json.loads(response.data)
+        items.extend(body.get("items") or [])
+        token = (body.get("metadata") or {}).get("continue")
+        if not token:
+            return items
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
+    NAME = "portico.gateway.k8s_services"
+
+    def verify_file(self, path: str) -> bool:
+        return super().verify_file(path) and path.endswith(("k8s_services.yml", "k8s_services.yaml"))
+
+    def parse(self, inventory: Any, loader: Any, path: str, cache: bool = True) -> None:
+        super().parse(inventory, loader, path, cache)
+        self._read_config_data(path)
+        clusters = self._clusters()
+        data = self._cached_or_fetched(path, cache, clusters)
+        self._populate(data)
+
+    # --- configuration -----------------------------------------------------------
+
+    def _clusters(self) -> list[ClusterConfig]:
+        top = {name: self.get_option(name) for name in AUTH_OPTIONS}
+        raw = self.get_option("clusters") or [{"name": self.get_option("cluster_name") or self._default_cluster_name(top)}]
+        clusters: list[ClusterConfig] = []
+        for index, item in enumerate(raw):
+            if not isinstance(item, dict):
+                raise AnsibleParserError(f"clusters[{index}]: expected a mapping, got {item!r}")
+            unknown = sorted(set(item) - CLUSTER_KEYS)
+            if unknown:
+                raise AnsibleParserError(f"clusters[{index}].{unknown[0]}: unknown key (known: {', '.join(sorted(CLUSTER_KEYS))})")
+            name = str(item.get("name") or "")
+            if not _CLUSTER_NAME_RE.match(name):
+                raise AnsibleParserError(f"clusters[{index}].name: expected letters, digits, '.', '_' or '-', got {name!r}")
+            if name in {c.name for c in clusters}:
+                raise AnsibleParserError(f"clusters[{index}].name: {name!r} is listed twice")
+            merged = {**top, **{k: v for k, v in item.items() if k != "name" and v is not None}}
+            clusters.append(ClusterConfig(name=name, auth=K8sAuth.from_options(merged)))
+        return clusters
+
+    @staticmethod
+    def _default_cluster_name(top: dict[str, Any]) -> str:
+        if top.get("context"):
+            return str(top["context"])
+        if top.get("host") or k8s_config is None:
+            return "default"
+        try:
+            _contexts, active = k8s_config.list_kube_config_contexts(config_file=top.get("kubeconfig"))
+        except Exception:  # pylint: disable=broad-except  # no kubeconfig: api_client reports it
+            return "default"
+        return str((active or {}).get("name") or "default")
+
+    def _translate_options(self, cluster: str) -> TranslateOptions:
+        return TranslateOptions(
+            cluster=cluster,
+            load_balancer_class=self.get_option("load_balancer_class"),
+            serve_default_class=self.get_option("serve_default_class"),
+            backend_mode=self.get_option("backend_mode"),
+            namespaces=tuple(self.get_option("namespaces") or ()),
+            exclude_namespaces=tuple(self.get_option("exclude_namespaces") or ()),
+            serve_without_endpoints=self.get_option("serve_without_endpoints"),
+        )
+
+    def _fingerprint(self, clusters: list[ClusterConfig]) -> str:
+        """Cached data is only reused for the same clusters and translation options."""
+        options = [self._translate_options(c.name).__dict__ for c in clusters]
+        auth = [(c.name, c.auth.kubeconfig, c.auth.context, c.auth.host) for c in clusters]
+        text = json.dumps([_CACHE_FORMAT, options, auth], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    # --- data --------------------------------------------------------------------
+
+    def _cached_or_fetched(self, path: str, cache: bool, clusters: list[ClusterConfig]) -> dict[str, Any]:
+        use_cache = bool(self.get_option("cache"))
+        key = self.get_cache_key(path)
+        fingerprint = self._fingerprint(clusters)
+        if use_cache and cache:
+            try:
+                cached = self._cache[key]
+            except KeyError:
+                cached = None
+            if isinstance(cached, dict) and cached.get("fingerprint") == fingerprint:
+                return cached
+        data = {"fingerprint": fingerprint, **self._fetch(clusters)}
+        if use_cache:
+            self._cache[key] = data
+        return data
+
+    def _fetch(self, clusters: list[ClusterConfig]) -> dict[str, Any]:
+        services: list[dict[str, Any]] = []
+        nodes: list[dict[str, Any]] = []
+        for cluster in clusters:
+            objects = self._list_cluster(cluster)
+            options = self._translate_options(cluster.name)
+            services.extend(translate_cluster(objects.services, objects.endpoint_slices, objects.nodes, options))
+            nodes.extend(node_entries(objects.nodes, cluster.name))
+        services.sort(key=lambda entry: (entry["cluster"], entry["namespace"], entry["name"]))
+        # A JSON round trip leaves plain data: nothing published here carries template trust.
+        return json.loads(json.dumps({"services": services, "nodes": nodes}))
+
+    def _list_cluster(self, cluster: ClusterConfig) -> ClusterObjects:
+        try:
+            client = api_client(cluster.auth)
+            core = k8s.CoreV1Api(client)
+            discovery = k8s.DiscoveryV1Api(client)
+            page, timeout = self.get_option("page_size"), self.get_option("request_timeout")
+            include = list(self.get_option("namespaces") or [])
+            by_label = {"label_selector": SERVICE_NAME_LABEL}
+            if include:
+                services, slices = [], []
+                for namespace in include:
+                    services += _list_all(core.list_namespaced_service, page, timeout, namespace=namespace)
+                    slices += _list_all(discovery.list_namespaced_endpoint_slice, page, timeout, namespace=namespace, **by_label)
+            else:
+                services = _list_all(core.list_service_for_all_namespaces, page, timeout)
+                slices = _list_all(discovery.list_endpoint_slice_for_all_namespaces, page, timeout, **by_label)
+            nodes = _list_all(core.list_node, page, timeout)
+        except K8sConfigError as err:
+            raise AnsibleParserError(f"cluster {cluster.name}: {err}") from None
+        except Exception as err:  # pylint: disable=broad-except  # client, urllib3 and JSON errors alike
+            reason = getattr(err, "reason", None) or err
+            raise AnsibleParserError(f"cluster {cluster.name}: listing Services, EndpointSlices and Nodes failed: {reason}") from None
+        options = self._translate_options(cluster.name)
+        return ClusterObjects(
+            services=[s for s in services if wants_namespace(str((s.get("metadata") or {}).get("namespace", "")), options)],
+            endpoint_slices=slices,
+            nodes=nodes,
+        )
+
+    # --- inventory ---------------------------------------------------------------
+
+    def _populate(self, data: dict[str, Any]) -> None:
+        group = self.inventory.add_group(self.get_option("gateway_group"))
+        self.inventory.set_variable(group, SERVICES_VAR, data.get("services") or [])
+        self.inventory.set_variable(group, NODES_VAR, data.get("nodes") or [])
+        self.inventory.set_variable(group, CLUSTERS_VAR, self._connections())
+        self._construct(group)
+
+    def _connections(self) -> dict[str, dict[str, Any]]:
+        return {
+            cluster.name: {"kubeconfig": cluster.auth.kubeconfig, "context": cluster.auth.context, "host": cluster.auth.host}
+            for cluster in self._clusters()
+        }
+
+    def _construct(self, group: str) -> None:
+        """compose / groups / keyed_groups on the gateway hosts (never adds hosts)."""
+        strict = self.get_option("strict")
+        group_vars = self.inventory.groups[group].get_vars()
+        for host in self.inventory.groups[group].get_hosts():
+            variables = combine_vars(group_vars, host.get_vars())
+            self._set_composite_vars(self.get_option("compose"), variables, host.name, strict=strict)
+            self._add_host_to_composed_groups(self.get_option("groups"), variables, host.name, strict=strict)
+            self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, host.name, strict=strict)

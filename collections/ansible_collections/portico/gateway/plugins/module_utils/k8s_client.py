@@ -1,0 +1,63 @@
+# -*- coding: utf-8 -*-
+# Copyright: Portico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One place that turns Portico's connection options into an official ``kubernetes`` client.
+
+Used by the k8s_services inventory plugin and the k8s_service_status module (controller side).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+try:
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    HAS_KUBERNETES = True
+    KUBERNETES_IMPORT_ERROR: Exception | None = None
+except ImportError as err:  # pragma: no cover - reported to the user by callers
+    HAS_KUBERNETES = False
+    KUBERNETES_IMPORT_ERROR = err
+
+# Option names shared with the doc fragment portico.gateway.k8s_auth.
+AUTH_OPTIONS = ("kubeconfig", "context", "host", "api_key", "validate_certs", "ca_cert")
+
+
+class K8sConfigError(RuntimeError):
+    """The connection options do not lead to a usable API client."""
+
+
+@dataclass(frozen=True)
+class K8sAuth:
+    kubeconfig: str | None = None
+    context: str | None = None
+    host: str | None = None
+    api_key: str | None = None
+    validate_certs: bool = True
+    ca_cert: str | None = None
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> "K8sAuth":
+        return cls(**{name: options.get(name) for name in AUTH_OPTIONS if options.get(name) is not None})
+
+
+def api_client(auth: K8sAuth) -> Any:
+    """An ApiClient for the given options: explicit host/token, else kubeconfig (+context)."""
+    if not HAS_KUBERNETES:
+        raise K8sConfigError(f"the 'kubernetes' Python package is required: {KUBERNETES_IMPORT_ERROR}")
+    if auth.host:
+        configuration = k8s.Configuration()
+        configuration.host = auth.host
+        configuration.verify_ssl = auth.validate_certs
+        if auth.ca_cert:
+            configuration.ssl_ca_cert = auth.ca_cert
+        if auth.api_key:
+            configuration.api_key = {"authorization": f"Bearer {auth.api_key}"}
+        return k8s.ApiClient(configuration)
+    try:
+        return k8s_config.new_client_from_config(config_file=auth.kubeconfig, context=auth.context)
+    except Exception as err:  # the client raises several unrelated types for a bad kubeconfig
+        where = auth.kubeconfig or "~/.kube/config"
+        raise K8sConfigError(f"kubeconfig {where} (context {auth.context or 'current'}): {err}") from None

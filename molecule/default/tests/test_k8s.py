@@ -1,0 +1,167 @@
+"""Kubernetes Services -> gateway -> traffic -> status, against the lab's API stand-in.
+
+The official client talks to the stand-in over HTTP through the same kubeconfig the
+inventory plugin uses; Services and EndpointSlices are created exactly as on a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import kubernetes
+import pytest
+import testinfra
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+KUBECONFIG = "/run/portico-lab/kubeconfig"
+client = testinfra.get_host("podman://portico-lab-client")
+router = testinfra.get_host("podman://portico-lab-router")
+
+
+@pytest.fixture(scope="module")
+def api():
+    api_client = kubernetes.config.new_client_from_config(config_file=KUBECONFIG)
+    return kubernetes.client.CoreV1Api(api_client), kubernetes.client.DiscoveryV1Api(api_client)
+
+
+def sync() -> str:
+    ansible_playbook = pathlib.Path(sys.executable).parent / "ansible-playbook"
+    run = subprocess.run([str(ansible_playbook), "-i", "inventories/lab", "playbooks/sync.yml"], cwd=REPO,
+                         capture_output=True, text=True, check=False,
+                         env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"})
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    return run.stdout
+
+
+def probe(host, proto: str, target: str, port: int, count: int = 30, timeout: float = 1.0) -> dict:
+    return json.loads(host.run(f"portico-lab-probe --proto {proto} --target {target} --port {port} "
+                               f"--count {count} --timeout {timeout} --json").stdout)
+
+
+def ingress(core, namespace: str, name: str) -> list[str]:
+    status = core.read_namespaced_service_status(name, namespace).status.load_balancer
+    return [entry.ip for entry in (status.ingress or [])]
+
+
+def events(core, namespace: str, name: str) -> list[tuple[str, str, str]]:
+    items = core.list_namespaced_event(namespace).items
+    return [(e.type, e.reason, e.message) for e in items if e.involved_object.name == name]
+
+
+def all_ingress(core) -> dict[str, list[str]]:
+    return {f"{s.metadata.namespace}/{s.metadata.name}": [i.ip for i in (s.status.load_balancer.ingress or [])]
+            for s in core.list_service_for_all_namespaces().items if s.spec.type == "LoadBalancer"}
+
+
+def service(namespace: str, name: str, node_port: int, annotations: dict | None = None, protocol: str = "TCP") -> dict:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
+            "spec": {"type": "LoadBalancer", "loadBalancerClass": "portico.io/gateway", "selector": {"app": name},
+                     "ports": [{"name": "web", "protocol": protocol, "port": 80, "targetPort": 8080, "nodePort": node_port}]}}
+
+
+def endpoint_slice(namespace: str, name: str, ready: bool = True) -> dict:
+    endpoints = [{"addresses": ["198.19.1.50"], "conditions": {"ready": True}, "nodeName": "node1"}] if ready else None
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{name}-abcde", "namespace": namespace, "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "endpoints": endpoints, "ports": [{"name": "web", "port": 8080, "protocol": "TCP"}]}
+
+
+def remove(api, namespace: str, name: str) -> None:
+    """Delete a test Service and its EndpointSlice (the cluster's garbage collector would)."""
+    core, discovery = api
+    for call, object_name in ((core.delete_namespaced_service, name), (discovery.delete_namespaced_endpoint_slice, f"{name}-abcde")):
+        try:
+            call(object_name, namespace)
+        except kubernetes.client.exceptions.ApiException as err:
+            if err.status != 404:
+                raise
+
+
+def create(api, namespace: str, name: str, node_port: int, annotations: dict | None = None, ready: bool = True) -> None:
+    core, discovery = api
+    remove(api, namespace, name)  # leftovers of an interrupted run
+    core.create_namespaced_service(namespace, service(namespace, name, node_port, annotations))
+    discovery.create_namespaced_endpoint_slice(namespace, endpoint_slice(namespace, name, ready))
+
+
+@pytest.mark.parametrize(("namespace", "name", "proto", "port"), [
+    ("default", "echo", "tcp", 80), ("default", "dns", "udp", 53), ("default", "dns", "tcp", 53),
+    ("default", "echo-local", "tcp", 80), ("default", "echo-dual", "tcp", 80),
+])
+def test_sample_service_answers_on_the_ip_in_its_status(api, namespace, name, proto, port):
+    ips = ingress(api[0], namespace, name)
+    assert ips, f"{namespace}/{name} has no status.loadBalancer.ingress"
+    assert len(ips) == (2 if name == "echo-dual" else 1)
+    for ip in ips:
+        result = probe(client, proto, ip, port)
+        assert result["ok"] == 30 and len(result["backends"]) == 3, (ip, result)
+    assert ("Normal", "IPAllocated", f"Portico serves this Service on {', '.join(ips)}") in events(api[0], namespace, name)
+
+
+def test_service_source_ranges_are_enforced(api):
+    ip = ingress(api[0], "team-a", "restricted")[0]
+    assert probe(client, "tcp", ip, 80, count=3, timeout=0.5)["ok"] == 0
+    assert probe(router, "tcp", ip, 80, count=5)["ok"] == 5
+
+
+def test_kubectl_shows_the_external_ip(api):
+    shown = subprocess.run(["kubectl", "--kubeconfig", KUBECONFIG, "get", "svc", "-n", "default", "echo"],
+                           capture_output=True, text=True, check=True).stdout
+    assert ingress(api[0], "default", "echo")[0] in shown
+
+
+def test_new_service_is_served_after_sync_and_nothing_else_moves(api):
+    before = all_ingress(api[0])
+    create(api, "default", "added", 30090)
+    try:
+        sync()
+        ip = ingress(api[0], "default", "added")
+        assert len(ip) == 1 and probe(client, "tcp", ip[0], 80)["ok"] == 30
+        after = all_ingress(api[0])
+        assert {k: v for k, v in after.items() if k != "default/added"} == before
+    finally:
+        remove(api, "default", "added")
+
+
+def test_bad_services_get_an_event_and_no_ip_while_the_others_keep_working(api):
+    core = api[0]
+    before = all_ingress(core)
+    echo_ip = before["default/echo"][0]
+    bad = {
+        ("team-a", "foreign-pool"): ({"portico.io/loadBalancerIPs": "198.51.100.240"}, "which namespace 'team-a' may not use"),
+        ("default", "taken"): ({"portico.io/loadBalancerIPs": echo_ip}, f"{echo_ip} is taken by lab/default/echo"),
+        ("team-b", "fill-3"): ({"portico.io/pool": "team-b"}, "no free IPv4 address left in pool 'team-b'"),
+        ("default", "typo"): ({"portico.io/backend-mode": "direkt"}, "unknown value 'direkt'"),
+        ("default", "misspelt"): ({"portico.io/pol": "public"}, "did you mean 'portico.io/pool'?"),
+        ("default", "idle"): ({}, "no ready endpoints"),
+    }
+    create(api, "team-b", "fill-1", 30091, {"portico.io/pool": "team-b"})
+    create(api, "team-b", "fill-2", 30092, {"portico.io/pool": "team-b"})
+    for index, ((namespace, name), (annotations, _)) in enumerate(sorted(bad.items())):
+        create(api, namespace, name, 30100 + index, annotations, ready=name != "idle")
+    try:
+        sync()
+        assert sorted(ingress(core, "team-b", "fill-1") + ingress(core, "team-b", "fill-2")) == ["198.51.100.240", "198.51.100.241"]
+        for (namespace, name), (_, reason) in bad.items():
+            assert ingress(core, namespace, name) == [], f"{namespace}/{name} got an address"
+            warnings = [message for kind, why, message in events(core, namespace, name) if (kind, why) == ("Warning", "NotServed")]
+            assert any(reason in message for message in warnings), (namespace, name, warnings)
+        after = all_ingress(core)
+        assert {k: after[k] for k in before} == before
+        assert probe(client, "tcp", echo_ip, 80)["ok"] == 30
+    finally:
+        for namespace, name in [("team-b", "fill-1"), ("team-b", "fill-2"), *bad]:
+            remove(api, namespace, name)
+        sync()
+
+
+def test_resync_is_stable_and_changes_nothing(api):
+    before = all_ingress(api[0])
+    output = sync()
+    assert "changed=0" in output.split("PLAY RECAP")[-1]
+    assert all_ingress(api[0]) == before

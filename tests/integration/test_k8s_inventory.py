@@ -1,0 +1,221 @@
+"""The k8s_services inventory plugin through `ansible-inventory`, against the API stand-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BIN = pathlib.Path(sys.executable).parent
+if str(REPO) not in sys.path:  # the stand-in lives in tests/, importable from the repository root
+    sys.path.insert(0, str(REPO))
+
+from tests.k8s_stub.apiserver import FakeApiServer  # noqa: E402  pylint: disable=wrong-import-position
+
+LAB_FIXTURES = REPO / "tests" / "k8s_stub" / "fixtures" / "lab"
+LAB_SERVICES = ["default/dns", "default/echo", "default/echo-dual", "default/echo-local", "team-a/restricted"]
+TEMPLATE = "{{ lookup('pipe','id') }}"
+
+
+def lb_service(name: str, namespace: str = "default", annotations: dict[str, str] | None = None,
+               protocol: str = "TCP", port: int = 8080) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
+        "spec": {"type": "LoadBalancer", "loadBalancerClass": "portico.io/gateway", "selector": {"app": "echo"},
+                 "ports": [{"name": "p", "protocol": protocol, "port": port, "targetPort": 8080}]},
+    }
+
+
+def plain(value: Any) -> Any:
+    """ansible-inventory marks untrusted strings as {"__ansible_unsafe": ...}; unwrap for comparisons."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+@pytest.fixture
+def apiserver() -> Iterator[FakeApiServer]:
+    server = FakeApiServer(fixtures=LAB_FIXTURES).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Inventory:
+    """A static inventory with one gateway plus a k8s_services source, run through Ansible."""
+
+    def __init__(self, tmp: pathlib.Path, kubeconfig: pathlib.Path):
+        self.tmp = tmp
+        self.kubeconfig = kubeconfig
+        self.hosts = tmp / "hosts.yml"
+        self.hosts.write_text(yaml.safe_dump({"all": {"children": {"gateways": {"hosts": {"gw1": {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}}}))
+
+    def config(self, **options: Any) -> pathlib.Path:
+        path = self.tmp / "lab.k8s_services.yml"
+        options.setdefault("kubeconfig", str(self.kubeconfig))
+        path.write_text(yaml.safe_dump({"plugin": "portico.gateway.k8s_services", **options}))
+        return path
+
+    def run(self, tool: str, *args: str, config: pathlib.Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        sources = ["-i", str(self.hosts), "-i", str(config or self.config())]
+        environment = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), **(env or {})}
+        return subprocess.run([str(BIN / tool), *sources, *args], capture_output=True, text=True,
+                              cwd=REPO, env=environment, check=False)
+
+    def list(self, *args: str, **kwargs: Any) -> dict[str, Any]:
+        proc = self.run("ansible-inventory", "--list", *args, **kwargs)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def inventory(tmp_path: pathlib.Path, apiserver: FakeApiServer) -> Inventory:
+    return Inventory(tmp_path, apiserver.write_kubeconfig(tmp_path / "kubeconfig"))
+
+
+def services_of(listing: dict[str, Any], host: str = "gw1") -> list[dict[str, Any]]:
+    return plain(listing["_meta"]["hostvars"][host]["portico_k8s_services"])
+
+
+def keys(services: list[dict[str, Any]]) -> list[str]:
+    return [f"{s['namespace']}/{s['name']}" for s in services]
+
+
+def all_hosts(listing: dict[str, Any]) -> set[str]:
+    return {h for name, group in listing.items() if name != "_meta" for h in group.get("hosts", [])}
+
+
+def test_lab_services_become_entries_on_the_gateways(inventory: Inventory):
+    listing = inventory.list()
+    assert all_hosts(listing) == {"gw1"}  # the plugin adds no hosts
+    services = services_of(listing)
+    assert keys(services) == LAB_SERVICES
+    by_key = {f"{s['namespace']}/{s['name']}": s for s in services}
+    local = by_key["default/echo-local"]["loadbalancers"][0]
+    assert local["health_check"] == {"type": "http", "port": 32000, "path": "/healthz"}
+    dual = by_key["default/echo-dual"]
+    assert dual["ip_families"] == [4, 6] and [lb["name"] for lb in dual["loadbalancers"]] == [
+        "lab/default/echo-dual", "lab/default/echo-dual/ipv6"]
+    assert all(not s["problems"] and s["uid"] and s["resource_version"] for s in services)
+    nodes = plain(listing["_meta"]["hostvars"]["gw1"]["portico_k8s_nodes"])
+    assert [n["name"] for n in nodes] == ["node1", "node2", "node3"]
+
+
+def test_annotation_values_stay_data(inventory: Inventory, apiserver: FakeApiServer):
+    apiserver.apply(lb_service("template", annotations={"portico.io/sharing-key": TEMPLATE}))
+    listing = inventory.list()
+    raw = next(s for s in listing["_meta"]["hostvars"]["gw1"]["portico_k8s_services"]
+               if plain(s["name"]) == "template")
+    assert raw["sharing_key"] == {"__ansible_unsafe": TEMPLATE}  # verbatim, and marked untrusted
+    # A play reading the variable sees the text, never the lookup's output.
+    proc = inventory.run("ansible", "gateways", "-m", "ansible.builtin.debug", "-a",
+                         "msg={{ portico_k8s_services | selectattr('name', 'equalto', 'template') "
+                         "| map(attribute='sharing_key') | first }}", env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert TEMPLATE in proc.stdout and "uid=" not in proc.stdout
+
+
+def test_changes_in_the_cluster_show_on_the_next_run(inventory: Inventory, apiserver: FakeApiServer):
+    apiserver.apply(lb_service("added", "team-b"))
+    apiserver.apply(lb_service("sig", protocol="SCTP"))
+    apiserver.apply(lb_service("typo", annotations={"portico.io/pol": "public"}))
+    # These Services have no pods; this test is about translation, not endpoint readiness.
+    config = inventory.config(serve_without_endpoints=True)
+    by_key = {f"{s['namespace']}/{s['name']}": s for s in services_of(inventory.list(config=config))}
+    assert by_key["team-b/added"]["problems"] == []
+    assert by_key["default/sig"]["problems"] == ["lab/default/sig: spec.ports[0].protocol: SCTP is not supported (supported: TCP, UDP)"]
+    assert by_key["default/typo"]["problems"] == [
+        "lab/default/typo: metadata.annotations[portico.io/pol]: unknown annotation (did you mean 'portico.io/pool'?)"]
+    assert all(not by_key[k]["problems"] for k in LAB_SERVICES)
+
+
+def test_status_ips_are_read_back(inventory: Inventory, apiserver: FakeApiServer):
+    echo = apiserver.get("Service", "default", "echo")
+    echo["status"] = {"loadBalancer": {"ingress": [{"ip": "198.51.100.20", "ipMode": "VIP"}]}}
+    apiserver.apply(echo)
+    by_key = {f"{s['namespace']}/{s['name']}": s for s in services_of(inventory.list())}
+    assert by_key["default/echo"]["status_ips"] == ["198.51.100.20"]
+
+
+def test_namespace_filters(inventory: Inventory):
+    assert keys(services_of(inventory.list(config=inventory.config(namespaces=["team-a"])))) == ["team-a/restricted"]
+    excluded = keys(services_of(inventory.list(config=inventory.config(exclude_namespaces=["team-a"]))))
+    assert excluded == [k for k in LAB_SERVICES if not k.startswith("team-a/")]
+
+
+def test_class_options_and_env_bindings(inventory: Inventory, apiserver: FakeApiServer):
+    apiserver.apply({**lb_service("classless"), "spec": {**lb_service("classless")["spec"], "loadBalancerClass": None}})
+    config = inventory.tmp / "env.k8s_services.yml"
+    config.write_text("plugin: portico.gateway.k8s_services\n")
+    env = {"PORTICO_K8S_KUBECONFIG": str(inventory.kubeconfig), "PORTICO_K8S_SERVE_DEFAULT_CLASS": "true"}
+    assert "default/classless" in keys(services_of(inventory.list(config=config, env=env)))
+    assert "default/classless" not in keys(services_of(inventory.list(config=config, env={**env, "PORTICO_K8S_SERVE_DEFAULT_CLASS": "false"})))
+    other = inventory.list(config=config, env={**env, "PORTICO_K8S_LOAD_BALANCER_CLASS": "example.com/other",
+                                               "PORTICO_K8S_SERVE_DEFAULT_CLASS": "false"})
+    assert services_of(other) == []
+
+
+def test_gateway_group_is_created_empty_when_missing(inventory: Inventory):
+    listing = inventory.list("--export", config=inventory.config(gateway_group="portico_edge"))
+    assert all_hosts(listing) == {"gw1"}
+    assert "hosts" not in listing["portico_edge"]
+    assert keys(plain(listing["portico_edge"]["vars"]["portico_k8s_services"])) == LAB_SERVICES
+    assert "portico_k8s_services" not in listing["_meta"]["hostvars"]["gw1"]
+
+
+def test_constructed_features_apply_to_gateway_hosts(inventory: Inventory):
+    config = inventory.config(
+        compose={"portico_k8s_service_count": "portico_k8s_services | length"},
+        groups={"serving_k8s": "portico_k8s_services | length > 0"},
+        keyed_groups=[{"key": "portico_k8s_services | map(attribute='cluster') | unique | list", "prefix": "cluster"}],
+    )
+    listing = inventory.list(config=config)
+    assert all_hosts(listing) == {"gw1"}
+    assert listing["_meta"]["hostvars"]["gw1"]["portico_k8s_service_count"] == len(LAB_SERVICES)
+    assert listing["serving_k8s"]["hosts"] == ["gw1"]
+    assert listing["cluster_lab"]["hosts"] == ["gw1"]
+
+
+def test_several_clusters_in_one_source(inventory: Inventory, tmp_path: pathlib.Path):
+    with FakeApiServer(fixtures=[str(LAB_FIXTURES / "00-namespaces.yaml"), str(LAB_FIXTURES / "10-nodes.yaml")]) as west:
+        west.apply(lb_service("only-west"))
+        west_config = west.write_kubeconfig(tmp_path / "west.kubeconfig", context="west-admin", cluster_name="west")
+        config = inventory.config(clusters=[{"name": "east", "kubeconfig": str(inventory.kubeconfig)},
+                                            {"name": "west", "kubeconfig": str(west_config), "context": "west-admin"}],
+                                  serve_without_endpoints=True)  # only-west has no pods
+        services = services_of(inventory.list(config=config))
+    assert [(s["cluster"], s["name"]) for s in services] == [("east", n.split("/")[1]) for n in LAB_SERVICES] + [("west", "only-west")]
+    assert services[-1]["loadbalancers"][0]["name"] == "west/default/only-west"
+
+
+def test_cache_serves_when_the_api_is_gone(inventory: Inventory, apiserver: FakeApiServer):
+    config = inventory.config(cache=True, cache_plugin="ansible.builtin.jsonfile",
+                              cache_connection=str(inventory.tmp / "cache"), cache_timeout=3600)
+    first = services_of(inventory.list(config=config))
+    apiserver.stop()
+    assert services_of(inventory.list(config=config)) == first
+
+
+def test_unreachable_cluster_fails_the_source_instead_of_publishing_nothing(inventory: Inventory, apiserver: FakeApiServer):
+    apiserver.stop()
+    proc = inventory.run("ansible-inventory", "--list")
+    listing = json.loads(proc.stdout)
+    assert "portico_k8s_services" not in listing["_meta"]["hostvars"].get("gw1", {})
+    assert "cluster lab" in proc.stderr
+    strict = inventory.run("ansible-inventory", "--list", env={"ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true"})
+    assert strict.returncode != 0

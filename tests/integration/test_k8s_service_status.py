@@ -1,0 +1,117 @@
+"""portico.gateway.k8s_service_status through real ansible-playbook against the API stand-in."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+from typing import Any
+
+from conftest import K8sLab, play, task_results
+
+VIP = "198.51.100.10"
+
+
+def status_task(lab: K8sLab, **args: Any) -> dict[str, Any]:
+    return {"portico.gateway.k8s_service_status": {"kubeconfig": str(lab.kubeconfig), "namespace": "default", "name": "echo", **args}}
+
+
+def run(lab: K8sLab, tmp: pathlib.Path, *flags: str, **args: Any) -> dict[str, Any]:
+    return task_results(play([{**status_task(lab, **args), "ignore_errors": True}], tmp, *flags))[0]
+
+
+def ingress(lab: K8sLab, namespace: str = "default", name: str = "echo") -> list[dict[str, Any]]:
+    service = lab.api.get("Service", namespace, name) or {}
+    return service.get("status", {}).get("loadBalancer", {}).get("ingress") or []
+
+
+def kubectl(lab: K8sLab, *args: str) -> str:
+    return subprocess.run(["kubectl", "--kubeconfig", str(lab.kubeconfig), *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_sets_the_ingress_and_kubectl_shows_it(k8s_lab, tmp_path):
+    result = run(k8s_lab, tmp_path, ingress=[VIP, "2001:db8:100::10"])
+    assert result["changed"] is True and result["found"] is True
+    assert result["ingress"] == [{"ip": VIP, "ipMode": "VIP"}, {"ip": "2001:db8:100::10", "ipMode": "VIP"}]
+    assert ingress(k8s_lab) == result["ingress"]
+    row = next(line for line in kubectl(k8s_lab, "get", "svc", "echo").splitlines() if line.startswith("echo "))
+    assert f"{VIP},2001:db8:100::10" in row
+
+
+def test_second_run_reports_no_change_and_does_not_write(k8s_lab, tmp_path):
+    run(k8s_lab, tmp_path, ingress=[VIP])
+    version = k8s_lab.api.get("Service", "default", "echo")["metadata"]["resourceVersion"]
+    again = run(k8s_lab, tmp_path, ingress=[VIP])
+    assert again["changed"] is False and again["ingress"] == [{"ip": VIP, "ipMode": "VIP"}]
+    assert k8s_lab.api.get("Service", "default", "echo")["metadata"]["resourceVersion"] == version
+
+
+def test_check_mode_reports_the_change_with_a_diff_but_writes_nothing(k8s_lab, tmp_path):
+    result = run(k8s_lab, tmp_path, "--check", "--diff", ingress=[VIP])
+    assert result["changed"] is True
+    assert result["diff"]["before"] == {"ingress": []} and result["diff"]["after"] == {"ingress": [{"ip": VIP, "ipMode": "VIP"}]}
+    assert ingress(k8s_lab) == []
+
+
+def test_an_empty_list_clears_the_ingress(k8s_lab, tmp_path):
+    run(k8s_lab, tmp_path, ingress=[VIP])
+    cleared = run(k8s_lab, tmp_path, ingress=[])
+    assert cleared["changed"] is True and cleared["ingress"] == []
+    assert k8s_lab.api.get("Service", "default", "echo")["status"] == {"loadBalancer": {}}
+    assert "<pending>" in kubectl(k8s_lab, "get", "svc", "echo")
+    assert run(k8s_lab, tmp_path, ingress=[])["changed"] is False
+
+
+def test_an_event_is_created_once_then_its_count_is_bumped(k8s_lab, tmp_path):
+    event = {"type": "Warning", "reason": "PoolExhausted", "message": "no free address in pool public"}
+    first = run(k8s_lab, tmp_path, ingress=[], event=event)
+    assert first["event_created"] is True and first["event_updated"] is False and first["changed"] is True
+    second = run(k8s_lab, tmp_path, ingress=[], event=event)
+    assert second["event_created"] is False and second["event_updated"] is True
+    events = k8s_lab.api.list("Event", "default")
+    assert len(events) == 1
+    recorded = events[0]
+    uid = k8s_lab.api.get("Service", "default", "echo")["metadata"]["uid"]
+    assert recorded["involvedObject"] == {**recorded["involvedObject"], "kind": "Service", "name": "echo", "namespace": "default", "uid": uid}
+    assert (recorded["count"], recorded["type"], recorded["reason"]) == (2, "Warning", "PoolExhausted")
+    assert (recorded["source"], recorded["reportingComponent"]) == ({"component": "portico"}, "portico.io/gateway")
+    assert "PoolExhausted" in kubectl(k8s_lab, "get", "events")
+    # A different message is a different event.
+    third = run(k8s_lab, tmp_path, event={**event, "message": "still no free address"})
+    assert third["event_created"] is True and len(k8s_lab.api.list("Event", "default")) == 2
+
+
+def test_check_mode_does_not_record_events(k8s_lab, tmp_path):
+    result = run(k8s_lab, tmp_path, "--check", event={"reason": "IPAllocated", "message": f"assigned {VIP}"})
+    assert result["changed"] is True and result["event_created"] is True
+    assert k8s_lab.api.list("Event") == []
+
+
+def test_unknown_service_fails_naming_it_unless_missing_ok(k8s_lab, tmp_path):
+    failed = run(k8s_lab, tmp_path, namespace="team-b", name="ghost", ingress=[VIP])
+    assert failed.get("failed") is True and "team-b/ghost" in failed["msg"] and "not found" in failed["msg"]
+    tolerated = run(k8s_lab, tmp_path, namespace="team-b", name="ghost", ingress=[VIP], missing_ok=True)
+    assert tolerated.get("failed") is not True and tolerated["changed"] is False and tolerated["found"] is False
+
+
+def test_invalid_input_is_refused_before_any_write(k8s_lab, tmp_path):
+    failed = run(k8s_lab, tmp_path, ingress=["198.51.100.300"])
+    assert failed.get("failed") is True and "198.51.100.300" in failed["msg"]
+    no_message = run(k8s_lab, tmp_path, ingress=[VIP], event={"reason": "IPAllocated"})
+    assert no_message.get("failed") is True and "message" in no_message["msg"]
+    assert ingress(k8s_lab) == [] and k8s_lab.api.list("Event") == []
+
+
+def test_a_concurrent_change_between_read_and_write_is_retried(k8s_lab):
+    """The status patch carries the resourceVersion it was computed from; on a 409 the module
+    reads the Service again instead of overwriting someone else's change blindly."""
+    from kubernetes.client import CoreV1Api
+
+    from ansible_collections.portico.gateway.plugins.module_utils.k8s_client import K8sAuth, api_client
+    from ansible_collections.portico.gateway.plugins.modules.k8s_service_status import desired_ingress, write_ingress
+
+    core = CoreV1Api(api_client(K8sAuth(kubeconfig=str(k8s_lab.kubeconfig))))
+    stale = k8s_lab.api.get("Service", "default", "echo")
+    k8s_lab.api.apply({**stale, "metadata": {**stale["metadata"], "labels": {"app": "echo", "edited": "yes"}}})
+    written = write_ingress(core, stale, desired_ingress([VIP], "VIP"), "portico")
+    assert written["status"]["loadBalancer"]["ingress"] == [{"ip": VIP, "ipMode": "VIP"}]
+    assert k8s_lab.api.get("Service", "default", "echo")["metadata"]["labels"]["edited"] == "yes"
