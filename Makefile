@@ -29,7 +29,7 @@ lab-down:
 	bash tests/lab/lab.sh down
 
 ## The whole test suite (what CI runs).
-test: deps unit integration lint molecule
+test: deps unit integration lint molecule bench-quick
 
 unit:
 	$(PYTEST) -q tests/unit

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lib.measure import Latency, WrkResult, client_syn_retransmits, latency, median, ratio, spread, wrk_conn_rate  # noqa: E402
 from lib.netns_topology import (  # noqa: E402
-    HTTP_PORT, PLAIN_ADDR, BenchError, NftLoad, check_prerequisites, flush_conntrack, lab_session, nft_apply, pin_cpu,
+    run_cli,
+    HTTP_PORT, PLAIN_ADDR, NftLoad, check_prerequisites, flush_conntrack, lab_session, nft_apply, pin_cpu,
 )
 from lib.rulesets import MEASURED_VIP, UNLOAD_ALL, PorticoRuleset, linear_ruleset, portico_ruleset  # noqa: E402
 
@@ -205,11 +206,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted (lab removed)", file=sys.stderr)
-        sys.exit(130)
+    run_cli(main)

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lib.measure import client_syn_retransmits, iperf3_gbps, latency, median, ratio, spread, wrk_conn_rate  # noqa: E402
 from lib.netns_topology import (  # noqa: E402
+    run_cli,
     HTTP_PORT, IPERF_PORT, PLAIN_ADDR, BenchError, check_prerequisites, flush_conntrack, lab_session, nft_apply,
     pin_cpu,
 )
@@ -131,11 +132,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted (lab removed)", file=sys.stderr)
-        sys.exit(130)
+    run_cli(main)

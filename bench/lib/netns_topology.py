@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import IO, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 CLIENT_NS, GW_NS, BACKEND_NS = "pb-client", "pb-gw", "pb-backend"
 NAMESPACES = (CLIENT_NS, GW_NS, BACKEND_NS)
@@ -379,9 +379,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run_cli(main: Callable[[], int]) -> None:
+    """Exit with main()'s code; a BenchError or Ctrl-C ends with a one-line message, not a trace."""
     try:
         sys.exit(main())
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted (lab removed)", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run_cli(main)

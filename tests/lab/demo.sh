@@ -36,5 +36,26 @@ echo "Filtered (expected to fail: undeclared port, and a source outside 'restric
 show "tcp 198.51.100.10:8081 (undeclared)" tcp 198.51.100.10 8081 3
 show "tcp 198.51.100.11:80 (source not allowed)" tcp 198.51.100.11 80 3
 echo
+kubeconfig=/run/portico-lab/kubeconfig
+if [[ -f "$kubeconfig" ]]; then
+  echo "Kubernetes Services of the lab's stand-in cluster (kubectl get svc -A):"
+  kubectl --kubeconfig "$kubeconfig" get svc -A | sed 's/^/  /'
+  echo
+  echo "Each Service through the IP Portico wrote into its status:"
+  # One line per Service address and port: namespace/name ip port protocol.
+  listeners=$(kubectl --kubeconfig "$kubeconfig" get svc -A -o json | python3 -c '
+import json, sys
+for svc in json.load(sys.stdin)["items"]:
+    meta, spec = svc["metadata"], svc["spec"]
+    for entry in (svc.get("status", {}).get("loadBalancer", {}).get("ingress") or []):
+        for port in spec.get("ports", []):
+            print(meta["namespace"] + "/" + meta["name"], entry["ip"], port["port"], port["protocol"].lower())
+')
+  while read -r service ip port proto; do
+    show "$service $proto $ip:$port" "$proto" "$ip" "$port" 10
+  done <<<"$listeners"
+  echo "  (team-a/restricted only admits 198.18.0.0/24: the client is refused by design)"
+  echo
+fi
 echo "Dataplane on gw1: podman exec portico-lab-gw1 nft list table inet portico"
 echo "Drop counters:    podman exec portico-lab-gw1 nft list counters table inet portico"

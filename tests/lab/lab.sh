@@ -56,6 +56,12 @@ k8s_stop() {
     kill "$(cat "${k8s_dir}/k8s-stub.pid")" 2>/dev/null || true
     rm -f "${k8s_dir}/k8s-stub.pid"
   fi
+  # A stand-in whose pid file was lost still holds the port: find it by its command line.
+  pkill -f -- "-m tests.k8s_stub --port ${k8s_port} " 2>/dev/null || true
+  for _ in $(seq 30); do
+    pgrep -f -- "-m tests.k8s_stub --port ${k8s_port} " >/dev/null || return 0
+    sleep 0.1
+  done
 }
 
 k8s_start() {
@@ -64,9 +70,12 @@ k8s_start() {
   [[ -x "${python}" ]] || python=python3
   k8s_stop
   mkdir -p "${k8s_dir}"
-  (cd "${repo}" && nohup "${python}" -m tests.k8s_stub --port "${k8s_port}" \
-      --fixtures tests/k8s_stub/fixtures/lab --kubeconfig "${k8s_dir}/kubeconfig" \
-      >"${k8s_dir}/k8s-stub.log" 2>&1 & echo $! >"${k8s_dir}/k8s-stub.pid")
+  # Only the server goes to the background, so $! is the server itself.
+  (cd "${repo}" || exit 1
+   nohup "${python}" -m tests.k8s_stub --port "${k8s_port}" \
+     --fixtures tests/k8s_stub/fixtures/lab --kubeconfig "${k8s_dir}/kubeconfig" \
+     >"${k8s_dir}/k8s-stub.log" 2>&1 &
+   echo $! >"${k8s_dir}/k8s-stub.pid")
   for _ in $(seq 50); do
     grep -q "listening" "${k8s_dir}/k8s-stub.log" 2>/dev/null && return 0
     sleep 0.1
