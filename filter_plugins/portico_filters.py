@@ -16,6 +16,23 @@ def portico_vip_prefixes(loadbalancers: Iterable[Mapping[str, Any]]) -> list[str
     return [f"{vip}/{32 if vip.version == 4 else 128}" for vip in sorted(vips)]
 
 
+def portico_pod_routes(nodes: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Routes {to: pod CIDR, via: node address} from the k8s_services plugin's node list.
+
+    Direct-mode backends are pod IPs: the gateway must reach each node's pod CIDR through that
+    node. Each CIDR goes via the node's first internal address of the same family.
+    """
+    routes: list[dict[str, str]] = []
+    for node in nodes:
+        addresses = [netaddr.IPAddress(a) for a in node.get("internal_ips") or []]
+        for cidr in node.get("pod_cidrs") or []:
+            network = netaddr.IPNetwork(cidr)
+            via = next((a for a in addresses if a.version == network.version), None)
+            if via is not None:
+                routes.append({"to": str(network.cidr), "via": str(via)})
+    return sorted(routes, key=lambda r: (netaddr.IPNetwork(r["to"]).version, netaddr.IPNetwork(r["to"])))
+
+
 class FilterModule:
     def filters(self) -> dict[str, Callable[..., Any]]:
-        return {"portico_vip_prefixes": portico_vip_prefixes}
+        return {"portico_vip_prefixes": portico_vip_prefixes, "portico_pod_routes": portico_pod_routes}

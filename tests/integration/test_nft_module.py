@@ -108,3 +108,27 @@ def test_ip_addresses_adds_purges_and_is_idempotent(netns, tmp_path):
     assert sorted(result["removed"]) == ["198.51.100.10/32", "2001:db8:100::10/128"]
     shown = netns.run("ip", "address", "show", "dev", "lo").stdout
     assert "198.51.100.11/32" in shown and "198.51.100.77/32" in shown and "198.51.100.10/32" not in shown
+
+
+def test_ip_routes_owns_only_its_protocol(netns, tmp_path):
+    netns.run("ip", "link", "add", "backend", "type", "veth", "peer", "name", "backend-peer")
+    netns.run("ip", "link", "set", "backend", "up")
+    netns.run("ip", "address", "add", "192.0.2.2/24", "dev", "backend")
+    netns.run("ip", "route", "add", "198.19.9.0/24", "via", "192.0.2.99")  # someone else's
+
+    def routes(wanted: list[dict], *flags: str) -> dict:
+        return task_results(netns.play([{"portico.gateway.ip_routes": {"routes": wanted}}], tmp_path, *flags))[0]
+
+    pods = [{"to": "198.19.1.0/24", "via": "192.0.2.11"}, {"to": "198.19.2.0/24", "via": "192.0.2.12"}]
+    assert routes(pods)["changed"] is True
+    assert routes(pods)["changed"] is False
+    moved = [{"to": "198.19.1.0/24", "via": "192.0.2.13"}]
+    check = routes(moved, "--check")
+    assert check["changed"] is True and check["removed"] == ["198.19.2.0/24 via 192.0.2.12"]
+    assert "198.19.2.0/24 via 192.0.2.12" in netns.run("ip", "route").stdout
+    routes(moved)
+    table = netns.run("ip", "route").stdout
+    assert "198.19.1.0/24 via 192.0.2.13 dev backend proto 200" in table
+    assert "198.19.2.0/24" not in table and "198.19.9.0/24 via 192.0.2.99" in table
+    bad = routes([{"to": "198.19.1.0/24", "via": "2001:db8:192::11"}])
+    assert bad["failed"] is True and "different families" in bad["msg"]

@@ -64,8 +64,9 @@ def service(namespace: str, name: str, node_port: int, annotations: dict | None 
                      "ports": [{"name": "web", "protocol": protocol, "port": 80, "targetPort": 8080, "nodePort": node_port}]}}
 
 
-def endpoint_slice(namespace: str, name: str, ready: bool = True) -> dict:
-    endpoints = [{"addresses": ["198.19.1.50"], "conditions": {"ready": True}, "nodeName": "node1"}] if ready else None
+def endpoint_slice(namespace: str, name: str, ready: bool = True, pods: dict | None = None) -> dict:
+    pods = pods or {"node1": "198.19.1.50"}
+    endpoints = [{"addresses": [ip], "conditions": {"ready": True}, "nodeName": node} for node, ip in pods.items()] if ready else None
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": f"{name}-abcde", "namespace": namespace, "labels": {"kubernetes.io/service-name": name}},
             "addressType": "IPv4", "endpoints": endpoints, "ports": [{"name": "web", "port": 8080, "protocol": "TCP"}]}
@@ -82,11 +83,12 @@ def remove(api, namespace: str, name: str) -> None:
                 raise
 
 
-def create(api, namespace: str, name: str, node_port: int, annotations: dict | None = None, ready: bool = True) -> None:
+def create(api, namespace: str, name: str, node_port: int, annotations: dict | None = None, ready: bool = True,
+           pods: dict | None = None) -> None:
     core, discovery = api
     remove(api, namespace, name)  # leftovers of an interrupted run
     core.create_namespaced_service(namespace, service(namespace, name, node_port, annotations))
-    discovery.create_namespaced_endpoint_slice(namespace, endpoint_slice(namespace, name, ready))
+    discovery.create_namespaced_endpoint_slice(namespace, endpoint_slice(namespace, name, ready, pods))
 
 
 @pytest.mark.parametrize(("namespace", "name", "proto", "port"), [
@@ -165,3 +167,21 @@ def test_resync_is_stable_and_changes_nothing(api):
     output = sync()
     assert "changed=0" in output.split("PLAY RECAP")[-1]
     assert all_ingress(api[0]) == before
+
+
+def test_direct_mode_service_reaches_pods_through_pod_cidr_routes(api):
+    gw1 = testinfra.get_host("podman://portico-lab-gw1")
+    routes = gw1.check_output("ip route show proto 200")
+    assert "198.19.1.0/24 via 192.0.2.11" in routes and "198.19.3.0/24 via 192.0.2.13" in routes
+    create(api, "default", "direct", 30095, {"portico.io/backend-mode": "direct"},
+           pods={"node1": "198.19.1.50", "node2": "198.19.2.50"})
+    try:
+        sync()
+        ip = ingress(api[0], "default", "direct")
+        assert len(ip) == 1
+        result = probe(client, "tcp", ip[0], 80)
+        # Only the two nodes with pods answer: traffic went to pod IPs, not to every node's nodePort.
+        assert result["ok"] == 30 and set(result["backends"]) == {"node1", "node2"}, result
+        assert result["clients"] == ["203.0.113.10"]
+    finally:
+        remove(api, "default", "direct")
