@@ -140,3 +140,14 @@ def test_bad_pools_name_pool_and_field(pools, expected):
     with pytest.raises(PoolError) as err:
         parse_pools(pools)
     assert str(err.value).startswith(expected)
+
+
+def test_existing_lbs_own_their_names_and_listeners():
+    static = parse_loadbalancer(GOOD, POOLS)
+    result = parse_loadbalancers([variant(name="svc"), variant(vip="198.51.100.11")], POOLS, existing=[static])
+    assert result.loadbalancers == []
+    assert result.problems == [
+        "web: name: defined twice",
+        "svc: ports[0].port: 198.51.100.10 tcp/80 is already used by web",
+        "svc: ports[1].port: 198.51.100.10 udp/53 is already used by web",
+    ]

@@ -397,9 +397,9 @@ class ModelResult:
     refused: list[str]
 
 
-def _listener_clashes(lbs: Iterable[LoadBalancer]) -> dict[str, list[str]]:
-    """Problems per LB name for a VIP:protocol:port declared by two LBs."""
-    owner: dict[tuple[str, str, int], str] = {}
+def _listener_clashes(lbs: Iterable[LoadBalancer], existing: Sequence[LoadBalancer] = ()) -> dict[str, list[str]]:
+    """Problems per LB name for a VIP:protocol:port declared twice; ``existing`` LBs own theirs first."""
+    owner = {(lb.vip, port.protocol, port.port): lb.name for lb in existing for port in lb.ports}
     clashes: dict[str, list[str]] = {}
     for lb in lbs:
         for index, port in enumerate(lb.ports):
@@ -413,8 +413,12 @@ def _listener_clashes(lbs: Iterable[LoadBalancer]) -> dict[str, list[str]]:
     return clashes
 
 
-def parse_loadbalancers(raws: Any, pools: Mapping[str, Pool]) -> ModelResult:
-    """Parse a list of definitions; first definition wins a clash, later ones are refused."""
+def parse_loadbalancers(raws: Any, pools: Mapping[str, Pool], existing: Sequence[LoadBalancer] = ()) -> ModelResult:
+    """Parse a list of definitions; first definition wins a clash, later ones are refused.
+
+    ``existing`` are LBs accepted earlier (static ones, when parsing Services): their names and
+    listeners are taken, and they are not part of the result.
+    """
     if raws is None:
         raws = []
     if not isinstance(raws, list):
@@ -422,7 +426,7 @@ def parse_loadbalancers(raws: Any, pools: Mapping[str, Pool]) -> ModelResult:
     parsed: list[LoadBalancer] = []
     problems: list[str] = []
     refused: list[str] = []
-    names: set[str] = set()
+    names: set[str] = {lb.name for lb in existing}
     for index, raw in enumerate(raws):
         try:
             lb = parse_loadbalancer(raw, pools)
@@ -436,7 +440,7 @@ def parse_loadbalancers(raws: Any, pools: Mapping[str, Pool]) -> ModelResult:
             continue
         names.add(lb.name)
         parsed.append(lb)
-    clashes = _listener_clashes(parsed)
+    clashes = _listener_clashes(parsed, existing)
     for name, items in clashes.items():
         problems.extend(items)
         refused.append(name)

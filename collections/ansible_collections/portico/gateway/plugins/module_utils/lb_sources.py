@@ -66,10 +66,10 @@ def merge(static_raws: Any, k8s_services: Sequence[Mapping[str, Any]], pools: Ma
     ]
     owner = _service_lbs(statuses, allocations)
     k8s_raws = [lb for status, a in zip(statuses, allocations) if not status.problems for lb in a.loadbalancers]
-    combined = parse_loadbalancers([lb.to_dict() for lb in static.loadbalancers] + k8s_raws, pools)
+    services = parse_loadbalancers(k8s_raws, pools, existing=static.loadbalancers)
     by_key = {f"{s.cluster}/{s.namespace}/{s.name}": s for s in statuses}
     refused_services = set()
-    for problem in combined.problems:
+    for problem in services.problems:
         lb_name = problem.split(": ", 1)[0]
         key = owner.get(lb_name)
         if key is not None:
@@ -78,5 +78,5 @@ def merge(static_raws: Any, k8s_services: Sequence[Mapping[str, Any]], pools: Ma
     for key in refused_services:
         by_key[key].ips = []  # a Service is served whole (every family) or not at all
     served_lbs = {name for name, key in owner.items() if key not in refused_services}
-    loadbalancers = [lb for lb in combined.loadbalancers if lb.source != "kubernetes" or lb.name in served_lbs]
+    loadbalancers = static.loadbalancers + [lb for lb in services.loadbalancers if lb.name in served_lbs]
     return MergedModel(loadbalancers=loadbalancers, static_problems=static.problems, services=statuses)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Collection, Iterable, Mapping, Sequence
 
 from ansible_collections.portico.gateway.plugins.module_utils.lb_model import Backend, LoadBalancer, Port
@@ -119,6 +120,18 @@ def slot_table(service: ServicePort, options: RenderOptions, healthy: Collection
 
     Shared with the health checker so both write the same table for the same state.
     """
+    if healthy is None:
+        return list(_all_healthy_slot_table(service, options))
+    return _compute_slot_table(service, options, healthy)
+
+
+@lru_cache(maxsize=4096)
+def _all_healthy_slot_table(service: ServicePort, options: RenderOptions) -> tuple[str, ...]:
+    # Rendering and the reviewer's view both need it; Maglev is the costly part of a converge.
+    return tuple(_compute_slot_table(service, options, None))
+
+
+def _compute_slot_table(service: ServicePort, options: RenderOptions, healthy: Collection[str] | None) -> list[str]:
     backends = service.serving()
     keyed = [MaglevBackend(key=b.key(service.port), weight=b.weight) for b in backends]
     size = table_size_for(len(keyed), options.slots_per_backend)
