@@ -115,3 +115,12 @@ def test_a_concurrent_change_between_read_and_write_is_retried(k8s_lab):
     written = write_ingress(core, stale, desired_ingress([VIP], "VIP"), "portico")
     assert written["status"]["loadBalancer"]["ingress"] == [{"ip": VIP, "ipMode": "VIP"}]
     assert k8s_lab.api.get("Service", "default", "echo")["metadata"]["labels"]["edited"] == "yes"
+
+
+def test_cluster_without_ip_mode_is_not_patched_again(k8s_lab, tmp_path):
+    """API servers without the LoadBalancerIPMode feature drop ipMode: that is not a difference."""
+    echo = k8s_lab.api.get("Service", "default", "echo")
+    echo["status"] = {"loadBalancer": {"ingress": [{"ip": VIP, "ports": [{"port": 80, "protocol": "TCP"}]}]}}
+    k8s_lab.api.apply(echo)
+    assert run(k8s_lab, tmp_path, ingress=[VIP])["changed"] is False
+    assert run(k8s_lab, tmp_path, ingress=["198.51.100.51"])["changed"] is True

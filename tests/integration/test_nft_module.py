@@ -132,3 +132,14 @@ def test_ip_routes_owns_only_its_protocol(netns, tmp_path):
     assert "198.19.2.0/24" not in table and "198.19.9.0/24 via 192.0.2.99" in table
     bad = routes([{"to": "198.19.1.0/24", "via": "2001:db8:192::11"}])
     assert bad["failed"] is True and "different families" in bad["msg"]
+
+
+def test_ip_routes_refuses_to_replace_a_foreign_route(netns, tmp_path):
+    netns.run("ip", "link", "add", "backend", "type", "veth", "peer", "name", "backend-peer")
+    netns.run("ip", "link", "set", "backend", "up")
+    netns.run("ip", "address", "add", "192.0.2.2/24", "dev", "backend")
+    netns.run("ip", "route", "add", "198.19.5.0/24", "via", "192.0.2.99", "proto", "bird")  # a CNI's BGP route
+    task = {"portico.gateway.ip_routes": {"routes": [{"to": "198.19.5.0/24", "via": "192.0.2.15"}]}}
+    result = task_results(netns.play([task], tmp_path))[0]
+    assert result["failed"] is True and "already routed by protocol bird" in result["msg"]
+    assert "198.19.5.0/24 via 192.0.2.99" in netns.run("ip", "route").stdout

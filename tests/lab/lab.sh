@@ -70,6 +70,7 @@ k8s_start() {
   [[ -x "${python}" ]] || python=python3
   k8s_stop
   mkdir -p "${k8s_dir}"
+  rm -f "${k8s_dir}/k8s-stub.log"  # a previous run's "listening" must not pass the check below
   # Only the server goes to the background, so $! is the server itself.
   (cd "${repo}" || exit 1
    nohup "${python}" -m tests.k8s_stub --port "${k8s_port}" \

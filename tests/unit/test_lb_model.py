@@ -151,3 +151,19 @@ def test_existing_lbs_own_their_names_and_listeners():
         "svc: ports[0].port: 198.51.100.10 tcp/80 is already used by web",
         "svc: ports[1].port: 198.51.100.10 udp/53 is already used by web",
     ]
+
+
+def test_a_refused_lb_claims_no_listener():
+    a = variant(name="a", ports=[{"port": 80}])
+    b = variant(name="b", ports=[{"port": 80}, {"port": 443}])
+    c = variant(name="c", ports=[{"port": 443}])
+    result = parse_loadbalancers([a, b, c], POOLS)
+    assert [lb.name for lb in result.loadbalancers] == ["a", "c"]
+    assert result.refused == ["b"]
+
+
+def test_a_shared_vip_has_one_snat_address():
+    first = variant(name="a", ports=[{"port": 80}], preserve_source_ip=False, snat_address="192.0.2.1")
+    second = variant(name="b", ports=[{"port": 443}], preserve_source_ip=False, snat_address="192.0.2.2")
+    result = parse_loadbalancers([first, second], POOLS)
+    assert result.problems == ["b: snat_address: 198.51.100.10 already SNATs to 192.0.2.1 for a"]

@@ -400,16 +400,22 @@ class ModelResult:
 def _listener_clashes(lbs: Iterable[LoadBalancer], existing: Sequence[LoadBalancer] = ()) -> dict[str, list[str]]:
     """Problems per LB name for a VIP:protocol:port declared twice; ``existing`` LBs own theirs first."""
     owner = {(lb.vip, port.protocol, port.port): lb.name for lb in existing for port in lb.ports}
+    snat_of = {lb.vip: (lb.snat_address, lb.name) for lb in existing if lb.snat_address}
     clashes: dict[str, list[str]] = {}
     for lb in lbs:
-        for index, port in enumerate(lb.ports):
-            listener = (lb.vip, port.protocol, port.port)
-            if listener in owner:
-                clashes.setdefault(lb.name, []).append(
-                    f"{lb.name}: ports[{index}].port: {lb.vip} {port.protocol}/{port.port} is already used by {owner[listener]}"
-                )
-            else:
-                owner[listener] = lb.name
+        problems = [
+            f"{lb.name}: ports[{index}].port: {lb.vip} {port.protocol}/{port.port} is already used by {owner[(lb.vip, port.protocol, port.port)]}"
+            for index, port in enumerate(lb.ports) if (lb.vip, port.protocol, port.port) in owner
+        ]
+        if lb.snat_address and snat_of.get(lb.vip, (lb.snat_address,))[0] != lb.snat_address:
+            other_address, other = snat_of[lb.vip]
+            problems.append(f"{lb.name}: snat_address: {lb.vip} already SNATs to {other_address} for {other}")
+        if problems:
+            clashes[lb.name] = problems
+            continue  # a refused LB claims nothing, so it cannot block a later one
+        owner.update({(lb.vip, port.protocol, port.port): lb.name for port in lb.ports})
+        if lb.snat_address:
+            snat_of.setdefault(lb.vip, (lb.snat_address, lb.name))
     return clashes
 
 

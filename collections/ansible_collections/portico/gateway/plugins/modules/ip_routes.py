@@ -97,6 +97,16 @@ def _present(module: AnsibleModule, ip_bin: str, protocol: int) -> dict[str, str
     return present
 
 
+def _refuse_foreign(module: AnsibleModule, ip_bin: str, prefix: str, protocol: int) -> None:
+    """``ip route replace`` would take over a route someone else (a CNI, BGP) installed."""
+    rc, out, _err = module.run_command([ip_bin, "-j", "route", "show", "exact", prefix])
+    for route in json.loads(out or "[]") if rc == 0 else []:
+        owner = str(route.get("protocol", ""))
+        if owner not in (str(protocol), ""):
+            module.fail_json(msg=f"routes: {prefix} is already routed by protocol {owner} "
+                                 f"(via {route.get('gateway', route.get('dev', '?'))}); Portico will not replace it")
+
+
 def _render(routes: dict[str, str]) -> str:
     return "".join(f"{prefix} via {via}\n" for prefix, via in sorted(routes.items()))
 
@@ -115,6 +125,8 @@ def main() -> None:
     wanted = _wanted(module)
     present = _present(module, ip_bin, protocol)
     to_set = sorted(prefix for prefix, via in wanted.items() if present.get(prefix) != via)
+    for prefix in to_set:
+        _refuse_foreign(module, ip_bin, prefix, protocol)
     to_remove = sorted(prefix for prefix in present if prefix not in wanted)
     result = {"changed": bool(to_set or to_remove),
               "added": [f"{p} via {wanted[p]}" for p in to_set], "removed": [f"{p} via {present[p]}" for p in to_remove]}

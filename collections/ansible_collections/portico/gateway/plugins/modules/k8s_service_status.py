@@ -208,6 +208,17 @@ def current_ingress(service: dict[str, Any]) -> list[dict[str, Any]]:
     return ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
 
 
+def same_ingress(live: list[dict[str, Any]], wanted: list[dict[str, str]]) -> bool:
+    """Same IPs in the same order; ipMode compared only where the cluster keeps it.
+
+    API servers without the LoadBalancerIPMode feature drop ipMode, and entries may carry
+    other fields (ports): comparing whole entries would patch on every run.
+    """
+    if [entry.get("ip") for entry in live] != [entry["ip"] for entry in wanted]:
+        return False
+    return all("ipMode" not in entry or entry["ipMode"] == want["ipMode"] for entry, want in zip(live, wanted))
+
+
 def read_service(core: Any, namespace: str, name: str) -> dict[str, Any] | None:
     try:
         return _call(f"get Service {namespace}/{name}", core.read_namespaced_service, name, namespace, expect=(404,))
@@ -293,7 +304,7 @@ def run(module: AnsibleModule) -> dict[str, Any]:
         raise StatusError(f"Service {namespace}/{name} not found")
     before = current_ingress(service)
     after = before if wanted is None else wanted
-    result.update(found=True, ingress=after, changed=after != before)
+    result.update(found=True, ingress=after, changed=wanted is not None and not same_ingress(before, wanted))
     if module._diff:
         header = f"Service {namespace}/{name} status.loadBalancer.ingress"
         result["diff"] = {"before": {"ingress": before}, "after": {"ingress": after}, "before_header": header, "after_header": header}

@@ -191,13 +191,19 @@ def _options(params: dict) -> RenderOptions:
 
 def _absent(module: AnsibleModule, nft: Nft, paths: dict[str, str]) -> None:
     table = module.params["table"]
-    listing = nft.list_table(table)
+    try:
+        listing = nft.list_table(table)
+    except NftError as err:
+        module.fail_json(msg=str(err))
     before_model = json.loads(_read(paths["model"]) or "{}")
     result = {"changed": listing is not None, "digest": "", "added": [], "removed": sorted(before_model), "updated": [], "drift": False}
     if module._diff:
         result["diff"] = {"before": _read(paths["view"]) or "", "after": "", "before_header": f"inet {table}", "after_header": "absent"}
     if listing is not None and not module.check_mode:
-        nft.delete_table(table)
+        try:
+            nft.delete_table(table)
+        except NftError as err:
+            module.fail_json(msg=str(err))
         for path in paths.values():
             if os.path.exists(path):
                 os.unlink(path)
