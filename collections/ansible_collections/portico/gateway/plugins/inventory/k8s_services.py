@@ -170,7 +170,6 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s_services impor
     TranslateOptions,
     node_entries,
     translate_cluster,
-    wants_namespace,
 )
 
 try:
@@ -230,7 +229,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         self._read_config_data(path)
         clusters = self._clusters()
         data = self._cached_or_fetched(path, cache, clusters)
-        self._populate(data)
+        self._populate(data, clusters)
 
     # --- configuration -----------------------------------------------------------
 
@@ -335,27 +334,21 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         except Exception as err:  # pylint: disable=broad-except  # client, urllib3 and JSON errors alike
             reason = getattr(err, "reason", None) or err
             raise AnsibleParserError(f"cluster {cluster.name}: listing Services, EndpointSlices and Nodes failed: {reason}") from None
-        options = self._translate_options(cluster.name)
+        # Namespace and class filtering belong to translate_cluster (one place).
         return ClusterObjects(
-            services=[s for s in services if wants_namespace(str((s.get("metadata") or {}).get("namespace", "")), options)],
+            services=services,
             endpoint_slices=slices,
             nodes=nodes,
         )
 
     # --- inventory ---------------------------------------------------------------
 
-    def _populate(self, data: dict[str, Any]) -> None:
+    def _populate(self, data: dict[str, Any], clusters: list[ClusterConfig]) -> None:
         group = self.inventory.add_group(self.get_option("gateway_group"))
         self.inventory.set_variable(group, SERVICES_VAR, data.get("services") or [])
         self.inventory.set_variable(group, NODES_VAR, data.get("nodes") or [])
-        self.inventory.set_variable(group, CLUSTERS_VAR, self._connections())
+        self.inventory.set_variable(group, CLUSTERS_VAR, _connections(clusters))
         self._construct(group)
-
-    def _connections(self) -> dict[str, dict[str, Any]]:
-        return {
-            cluster.name: {"kubeconfig": cluster.auth.kubeconfig, "context": cluster.auth.context, "host": cluster.auth.host}
-            for cluster in self._clusters()
-        }
 
     def _construct(self, group: str) -> None:
         """compose / groups / keyed_groups on the gateway hosts (never adds hosts)."""
@@ -366,3 +359,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._set_composite_vars(self.get_option("compose"), variables, host.name, strict=strict)
             self._add_host_to_composed_groups(self.get_option("groups"), variables, host.name, strict=strict)
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, host.name, strict=strict)
+
+
+def _connections(clusters: list[ClusterConfig]) -> dict[str, dict[str, Any]]:
+    """How the status write-back reaches each cluster again (never the bearer token)."""
+    return {
+        cluster.name: {"kubeconfig": cluster.auth.kubeconfig, "context": cluster.auth.context, "host": cluster.auth.host}
+        for cluster in clusters
+    }
