@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 from typing import Any, Callable, Iterable, Mapping
 
 import netaddr
@@ -33,6 +35,20 @@ def portico_pod_routes(nodes: Iterable[Mapping[str, Any]]) -> list[dict[str, str
     return sorted(routes, key=lambda r: (netaddr.IPNetwork(r["to"]).version, netaddr.IPNetwork(r["to"])))
 
 
+def portico_module_utils_path(name: str) -> str:
+    """Controller path of one of the collection's module_utils, e.g. ``'health_state' | portico_module_utils_path``.
+
+    The healthcheck role ships these files to gateways for portico-healthd, so the daemon
+    runs the very model, hashing and nft code the modules use (nothing is copied in the repo).
+    """
+    package = importlib.import_module("ansible_collections.portico.gateway.plugins.module_utils")
+    path = os.path.join(os.path.dirname(package.__file__ or ""), f"{name}.py")
+    if not os.path.isfile(path):
+        raise ValueError(f"portico_module_utils_path: no module_utils named {name!r} ({path})")
+    return path
+
+
 class FilterModule:
     def filters(self) -> dict[str, Callable[..., Any]]:
-        return {"portico_vip_prefixes": portico_vip_prefixes, "portico_pod_routes": portico_pod_routes}
+        return {"portico_vip_prefixes": portico_vip_prefixes, "portico_pod_routes": portico_pod_routes,
+                "portico_module_utils_path": portico_module_utils_path}

@@ -57,5 +57,9 @@ for svc in json.load(sys.stdin)["items"]:
   echo "  (team-a/restricted only admits 198.18.0.0/24: the client is refused by design)"
   echo
 fi
+echo "Health of every backend as gw1 sees it (portico-healthd status):"
+podman exec portico-lab-gw1 /usr/lib/portico/portico-healthd status | sed -n '1,16p' | sed 's/^/  /' || true
+echo "  ..."
+echo
 echo "Dataplane on gw1: podman exec portico-lab-gw1 nft list table inet portico"
 echo "Drop counters:    podman exec portico-lab-gw1 nft list counters table inet portico"

@@ -223,7 +223,7 @@ def test_bad_annotations_are_problems_naming_the_annotation():
 
 def test_model_problems_name_the_annotation_that_caused_them():
     assert ALL["default/slow-check"]["problems"] == [
-        "lab/default/slow-check: metadata.annotations[portico.io/health-check-timeout-ms]: 5000 ms is longer than interval_ms 500"]
+        "lab/default/slow-check: metadata.annotations[portico.io/health-check-timeout-ms]: 5000 ms is longer than interval_ms 200"]
 
 
 def test_other_annotations_are_not_ours_to_judge():

@@ -42,7 +42,7 @@ def test_defaults_are_filled_in():
     assert lb.source_ranges == ("0.0.0.0/0",)
     assert lb.preserve_source_ip is True
     assert lb.session_affinity == "none"
-    assert lb.health_check.type == "tcp" and lb.health_check.fall == 2
+    assert lb.health_check.type == "tcp" and lb.health_check.fall == 3 and lb.health_check.interval_ms == 200
     assert [p.backend_port for p in lb.ports] == [8080, 53]
     assert [p.name for p in lb.ports] == ["tcp-80", "udp-53"]
     assert [(b.address, b.weight) for b in lb.backends] == [("192.0.2.11", 1), ("192.0.2.12", 3)]

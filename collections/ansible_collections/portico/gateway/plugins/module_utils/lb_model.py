@@ -47,10 +47,11 @@ HEALTH_CHECK_DEFAULTS: dict[str, Any] = {
     "path": "/",
     "host": None,
     "expected_status": [200],
-    "interval_ms": 500,
-    "timeout_ms": 300,
+    # Sub-second detection (interval x fall + interval = 800 ms) with hysteresis against flapping.
+    "interval_ms": 200,
+    "timeout_ms": 150,
     "rise": 2,
-    "fall": 2,
+    "fall": 3,
     "send": None,
     "expect": None,
 }
@@ -96,10 +97,10 @@ class HealthCheck:
     path: str = "/"
     host: str | None = None
     expected_status: tuple[int, ...] = (200,)
-    interval_ms: int = 500
-    timeout_ms: int = 300
+    interval_ms: int = 200
+    timeout_ms: int = 150
     rise: int = 2
-    fall: int = 2
+    fall: int = 3
     send: str | None = None
     expect: str | None = None
 
@@ -259,14 +260,18 @@ def _parse_backends(raw: Any, family: int | None, problems: _Problems) -> tuple[
     return tuple(backends)
 
 
-def _parse_health_check(raw: Any, problems: _Problems) -> HealthCheck:
+def _parse_health_check(raw: Any, ports: Sequence[Port], problems: _Problems) -> HealthCheck:
+    protocols = {port.protocol for port in ports}
     if raw is None:
-        return HealthCheck()
+        raw = {}
     if not isinstance(raw, Mapping):
         problems.add("health_check", f"expected a mapping, got {raw!r}")
         return HealthCheck()
     _unknown_fields(raw, HEALTH_CHECK_FIELDS, "health_check.", problems)
     merged = {**HEALTH_CHECK_DEFAULTS, **{k: v for k, v in raw.items() if k in HEALTH_CHECK_FIELDS}}
+    if "type" not in raw and ports and "tcp" not in protocols:
+        # UDP-only: a TCP probe would always fail, and UDP needs a payload the service answers.
+        merged["type"] = "none"
     kind = merged["type"]
     if kind not in HEALTH_CHECK_TYPES:
         problems.add("health_check.type", f"unknown type {kind!r} (expected one of: {', '.join(HEALTH_CHECK_TYPES)})")
@@ -274,12 +279,16 @@ def _parse_health_check(raw: Any, problems: _Problems) -> HealthCheck:
     port = None
     if merged["port"] is not None:
         port = _int_in(merged["port"], 1, 65535, "health_check.port", problems)
-    interval = _int_in(merged["interval_ms"], 50, 60000, "health_check.interval_ms", problems) or 500
-    timeout = _int_in(merged["timeout_ms"], 10, 60000, "health_check.timeout_ms", problems) or 300
+    elif ports and kind in ("tcp", "http", "https", "udp"):
+        wanted = "udp" if kind == "udp" else "tcp"
+        if wanted not in protocols:
+            problems.add("health_check.port", f"is required: a {kind} check needs a {wanted} listener or an explicit port")
+    interval = _int_in(merged["interval_ms"], 50, 60000, "health_check.interval_ms", problems) or HealthCheck.interval_ms
+    timeout = _int_in(merged["timeout_ms"], 10, 60000, "health_check.timeout_ms", problems) or HealthCheck.timeout_ms
     if timeout > interval:
         problems.add("health_check.timeout_ms", f"{timeout} ms is longer than interval_ms {interval}")
-    rise = _int_in(merged["rise"], 1, 100, "health_check.rise", problems) or 2
-    fall = _int_in(merged["fall"], 1, 100, "health_check.fall", problems) or 2
+    rise = _int_in(merged["rise"], 1, 100, "health_check.rise", problems) or HealthCheck.rise
+    fall = _int_in(merged["fall"], 1, 100, "health_check.fall", problems) or HealthCheck.fall
     path = merged["path"]
     if not isinstance(path, str) or not path.startswith("/"):
         problems.add("health_check.path", f"expected an absolute path starting with '/', got {path!r}")
@@ -364,7 +373,7 @@ def parse_loadbalancer(raw: Any, pools: Mapping[str, Pool]) -> LoadBalancer:
     family = vip.version if vip is not None else None
     ports = _parse_ports(raw.get("ports"), problems)
     backends = _parse_backends(raw.get("backends"), family, problems)
-    health_check = _parse_health_check(raw.get("health_check"), problems)
+    health_check = _parse_health_check(raw.get("health_check"), ports, problems)
     source_ranges = _parse_source_ranges(raw.get("source_ranges"), family, problems)
     preserve = raw.get("preserve_source_ip", True)
     if not isinstance(preserve, bool):

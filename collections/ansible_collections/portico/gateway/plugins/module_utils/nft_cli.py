@@ -8,14 +8,20 @@ Kept free of Ansible imports so the health checker daemon can use it too.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from typing import Iterator
 
 from ansible_collections.portico.gateway.plugins.module_utils.nft_render import DIGEST_PREFIX
 
+# Objects whose elements the health checker owns: left out when looking for drift.
+_HEALTH_OWNED_RE = re.compile(r"^\s*(map slots_|set no_backends)")
+DEFAULT_LOCK_FILE = "/run/portico/dataplane.lock"
 _COMMENT_RE = re.compile(r'^\s*comment "' + re.escape(DIGEST_PREFIX) + r'([0-9a-f]+)"', re.MULTILINE)
 
 
@@ -72,3 +78,40 @@ def digest_in_listing(listing: str | None) -> str | None:
         return None
     match = _COMMENT_RE.search(listing)
     return match.group(1) if match else None
+
+
+def without_health_owned_elements(listing: str | None) -> str | None:
+    """The listing minus the elements of slot maps and no_backends sets (health checker state)."""
+    if listing is None:
+        return None
+    kept: list[str] = []
+    inside_owned = skipping = False
+    for line in listing.splitlines():
+        stripped = line.strip()
+        if _HEALTH_OWNED_RE.match(line):
+            inside_owned = True
+        elif inside_owned and stripped == "}" and not skipping:
+            inside_owned = False
+        if inside_owned and stripped.startswith("elements = {"):
+            skipping = True
+        if skipping:
+            if stripped.endswith("}"):
+                skipping = False
+            continue
+        kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+@contextlib.contextmanager
+def dataplane_lock(path: str = DEFAULT_LOCK_FILE) -> Iterator[None]:
+    """Serialise writers of Portico's table (the nft module and the health checker)."""
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

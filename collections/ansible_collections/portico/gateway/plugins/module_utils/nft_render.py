@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Collection, Iterable, Mapping, Sequence
 
@@ -62,6 +62,19 @@ class RenderOptions:
     egress_snat: tuple[EgressSnat, ...] = field(default_factory=tuple)
 
 
+def options_to_dict(options: RenderOptions) -> dict:
+    """Plain data for the dataplane file the health checker reads."""
+    data = asdict(options)
+    data["egress_snat"] = [asdict(rule) for rule in options.egress_snat]
+    return data
+
+
+def options_from_dict(data: Mapping) -> RenderOptions:
+    values = dict(data)
+    values["egress_snat"] = tuple(EgressSnat(**rule) for rule in values.get("egress_snat", ()))
+    return RenderOptions(**values)
+
+
 @dataclass(frozen=True)
 class ServicePort:
     """One listener of one LB: the unit that owns a chain and a backend table."""
@@ -79,6 +92,21 @@ class ServicePort:
 
     def serving(self) -> list[Backend]:
         return [b for b in self.lb.backends if b.weight > 0]
+
+    @property
+    def listener(self) -> str:
+        """This listener as an element of the ``no_backends`` sets."""
+        return f"{self.lb.vip} . {self.port.protocol} . {self.port.port}"
+
+    def healthy_keys(self, withheld: Collection[str]) -> set[str] | None:
+        """Maglev keys of the backends still in the table; None when none is withheld (all healthy)."""
+        if not withheld:
+            return None
+        return {b.key(self.port) for b in self.serving() if b.address not in withheld}
+
+    def rejecting(self, withheld: Collection[str]) -> bool:
+        """True when no backend is left to serve this listener: new connections are rejected."""
+        return all(b.address in withheld for b in self.serving())
 
 
 def _endpoint(address: str, port: int) -> str:
@@ -171,14 +199,18 @@ def _service_chain(service: ServicePort, options: RenderOptions) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _slot_map(service: ServicePort, options: RenderOptions, healthy: Collection[str] | None) -> str:
+def _slot_elements(service: ServicePort, options: RenderOptions, withheld: Collection[str]) -> list[str]:
+    table = slot_table(service, options, service.healthy_keys(withheld))
+    return [f"{slot} : {target}" for slot, target in enumerate(table) if target]
+
+
+def _slot_map(service: ServicePort, options: RenderOptions, withheld: Collection[str]) -> str:
     family = _FAMILY[service.lb.family][0]
-    table = slot_table(service, options, healthy)
-    items = (f"{slot} : {target}" for slot, target in enumerate(table) if target)
+    items = _slot_elements(service, options, withheld)
     return _map(service.slot_map, f"typeof numgen inc mod 2 : {family} daddr . {service.port.protocol} dport", items)
 
 
-def _filter_chains(lbs: Sequence[LoadBalancer], services: Sequence[ServicePort], options: RenderOptions) -> str:
+def _filter_chains(lbs: Sequence[LoadBalancer], options: RenderOptions) -> str:
     text = [
         "\tchain filter_prerouting {",
         "\t\ttype filter hook prerouting priority dstnat - 10; policy accept;",
@@ -199,8 +231,9 @@ def _filter_chains(lbs: Sequence[LoadBalancer], services: Sequence[ServicePort],
             text.append("\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept")
         if options.allow_icmp:
             text.append(f"\t\tmeta l4proto {icmp} accept")
-        if any(not s.serving() and s.lb.family == family for s in services):
-            text.append(f"\t\t{fam} daddr . meta l4proto . th dport @no_backends{family} reject")
+        # Always present: the health checker adds listeners whose backends are all down.
+        text.append(f"\t\tmeta l4proto tcp {fam} daddr . meta l4proto . th dport @no_backends{family} reject with tcp reset")
+        text.append(f"\t\t{fam} daddr . meta l4proto . th dport @no_backends{family} reject")
         text.append(f"\t\t{fam} daddr . meta l4proto . th dport . {fam} saddr @allowed{family} accept")
         text.append(f"\t\tcounter name {fam} daddr map @vip_drops{family} drop")
         text.append("\t}\n")
@@ -233,7 +266,9 @@ def _nat_chains(lbs: Sequence[LoadBalancer], options: RenderOptions) -> str:
     return "\n".join(text) + "\n"
 
 
-def _family_objects(family: int, lbs: Sequence[LoadBalancer], services: Sequence[ServicePort]) -> str:
+def _family_objects(
+    family: int, lbs: Sequence[LoadBalancer], services: Sequence[ServicePort], withheld: Mapping[str, Collection[str]],
+) -> str:
     fam, addr_type, _icmp = _FAMILY[family]
     mine = [s for s in services if s.lb.family == family]
     vips = sorted({lb.vip for lb in lbs if lb.family == family}, key=ipaddress.ip_address)
@@ -246,9 +281,8 @@ def _family_objects(family: int, lbs: Sequence[LoadBalancer], services: Sequence
     text.append(_set(f"allowed{family}", f"{listener} . {addr_type}",
                      (f"{s.lb.vip} . {s.port.protocol} . {s.port.port} . {cidr}" for s in mine for cidr in s.lb.source_ranges),
                      flags="interval"))
-    if any(not s.serving() for s in mine):
-        text.append(_set(f"no_backends{family}", listener,
-                         (f"{s.lb.vip} . {s.port.protocol} . {s.port.port}" for s in mine if not s.serving())))
+    text.append(_set(f"no_backends{family}", listener,
+                     (s.listener for s in mine if s.rejecting(withheld.get(s.lb.name, ())))))
     text.append(_map(f"vip_drops{family}", f"{addr_type} : counter", (f'{vip} : "{_vip_counter(vip)}"' for vip in vips)))
     snat = sorted({(lb.vip, lb.snat_address) for lb in lbs if lb.family == family and lb.snat_address and not lb.preserve_source_ip})
     if snat:
@@ -260,18 +294,21 @@ def _family_objects(family: int, lbs: Sequence[LoadBalancer], services: Sequence
 def render_body(
     lbs: Sequence[LoadBalancer],
     options: RenderOptions,
-    healthy: Mapping[str, Collection[str]] | None = None,
+    withheld: Mapping[str, Collection[str]] | None = None,
 ) -> str:
-    """Everything inside ``table inet <name> { ... }`` except the comment line."""
-    healthy = healthy or {}
+    """Everything inside ``table inet <name> { ... }`` except the comment line.
+
+    ``withheld``: LB name -> backend addresses the health checker took out of rotation.
+    """
+    withheld = withheld or {}
     services = service_ports(lbs)
-    parts = [_family_objects(4, lbs, services), _family_objects(6, lbs, services)]
+    parts = [_family_objects(4, lbs, services, withheld), _family_objects(6, lbs, services, withheld)]
     for service in services:
         if len(service.serving()) > 1:
-            parts.append(_slot_map(service, options, healthy.get(service.lb.name)))
+            parts.append(_slot_map(service, options, withheld.get(service.lb.name, ())))
     parts.append("\n")
     parts.extend(_service_chain(service, options) + "\n" for service in services if service.serving())
-    parts.append(_filter_chains(lbs, services, options))
+    parts.append(_filter_chains(lbs, options))
     parts.append(_nat_chains(lbs, options))
     return "".join(parts).rstrip() + "\n"
 
@@ -283,11 +320,15 @@ def digest_of(body: str) -> str:
 def render_ruleset(
     lbs: Sequence[LoadBalancer],
     options: RenderOptions,
-    healthy: Mapping[str, Collection[str]] | None = None,
+    withheld: Mapping[str, Collection[str]] | None = None,
 ) -> tuple[str, str]:
-    """Return (nft script, digest). The script replaces only ``inet <table>``, atomically."""
-    body = render_body(lbs, options, healthy)
-    digest = digest_of(body)
+    """Return (nft script, digest). The script replaces only ``inet <table>``, atomically.
+
+    The digest covers the intent (every backend healthy), so health changes never look like
+    a configuration change; the script carries the current health state.
+    """
+    body = render_body(lbs, options, withheld)
+    digest = digest_of(body if not any(withheld.values() if withheld else ()) else render_body(lbs, options))
     script = (
         "# Generated by portico.gateway.nft_loadbalancer - do not edit, changes are overwritten.\n"
         f"table inet {options.table}\n"
@@ -298,6 +339,31 @@ def render_ruleset(
         "}\n"
     )
     return script, digest
+
+
+def render_health_update(
+    services: Sequence[ServicePort], options: RenderOptions, withheld: Mapping[str, Collection[str]],
+) -> str:
+    """One nft transaction that rewrites only these listeners' backend tables and reject state.
+
+    Slot maps are rewritten whole (flush + add, atomic): slots of backends that stay
+    healthy get the same owner, so their flows keep their backend.
+    """
+    table = f"inet {options.table}"
+    lines: list[str] = []
+    for service in services:
+        mine = withheld.get(service.lb.name, ())
+        if len(service.serving()) > 1:
+            lines.append(f"flush map {table} {service.slot_map}")
+            items = _slot_elements(service, options, mine)
+            if items:
+                lines.append(f"add element {table} {service.slot_map} {{ {', '.join(items)} }}")
+        no_backends = f"no_backends{service.lb.family}"
+        # add-then-delete removes an element whether or not it was there.
+        lines.append(f"add element {table} {no_backends} {{ {service.listener} }}")
+        if not service.rejecting(mine):
+            lines.append(f"delete element {table} {no_backends} {{ {service.listener} }}")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def describe(lbs: Sequence[LoadBalancer], options: RenderOptions) -> str:

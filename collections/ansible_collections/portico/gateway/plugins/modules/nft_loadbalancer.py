@@ -20,6 +20,9 @@ description:
     and the VIP filter accepts established flows first.
   - Idempotent; counters never cause a change. Drift (someone edited or flushed the table)
     is detected and repaired.
+  - The health checker owns the elements of the C(slots_*) maps and C(no_backends*) sets;
+    health changes are neither drift nor a change. The module writes the applied model and
+    render options to O(state_dir) for the health checker.
 author:
   - Portico developers (@portico)
 options:
@@ -81,6 +84,18 @@ options:
     description: Where the last applied script, model and listing are kept (for diffs and drift).
     type: path
     default: /var/lib/portico/nftables
+  health_state_file:
+    description:
+      - State file of the health checker (C(portico-healthd)). Backends it has taken out of
+        rotation stay out when the table is rebuilt, so a converge never puts a dead backend
+        back. A missing file means every configured backend is served.
+    type: path
+    default: /run/portico/healthd/state.json
+  lock_file:
+    description:
+      - Lock shared with the health checker, so the two never write the table at the same time.
+    type: path
+    default: /run/portico/dataplane.lock
   state:
     description: C(absent) deletes Portico's table.
     type: str
@@ -137,6 +152,10 @@ drift:
   description: True when the live table differed from what Portico last applied.
   returned: always
   type: bool
+withheld:
+  description: Backend addresses per LB kept out of rotation because the health checker found them down.
+  returned: when state is present
+  type: dict
 """
 
 import json
@@ -146,11 +165,19 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.portico.gateway.plugins.module_utils.ipam import PoolError, parse_pools
 from ansible_collections.portico.gateway.plugins.module_utils.lb_model import parse_loadbalancers
-from ansible_collections.portico.gateway.plugins.module_utils.nft_cli import Nft, NftError, digest_in_listing
+from ansible_collections.portico.gateway.plugins.module_utils.health_state import read_withheld
+from ansible_collections.portico.gateway.plugins.module_utils.nft_cli import (
+    Nft,
+    NftError,
+    dataplane_lock,
+    digest_in_listing,
+    without_health_owned_elements,
+)
 from ansible_collections.portico.gateway.plugins.module_utils.nft_render import (
     EgressSnat,
     RenderOptions,
     describe,
+    options_to_dict,
     render_ruleset,
 )
 
@@ -226,6 +253,8 @@ def main() -> None:
                 options=dict(source=dict(type="str", required=True), to_address=dict(type="str"), out_interface=dict(type="str")),
             ),
             state_dir=dict(type="path", default="/var/lib/portico/nftables"),
+            health_state_file=dict(type="path", default="/run/portico/healthd/state.json"),
+            lock_file=dict(type="path", default="/run/portico/dataplane.lock"),
             state=dict(type="str", choices=["present", "absent"], default="present"),
         ),
         supports_check_mode=True,
@@ -233,7 +262,8 @@ def main() -> None:
     params = module.params
     nft = Nft(binary=module.get_bin_path("nft", required=True))
     base = os.path.join(params["state_dir"], params["table"])
-    paths = {"script": f"{base}.nft", "model": f"{base}.json", "view": f"{base}.txt", "listing": f"{base}.listing"}
+    paths = {"script": f"{base}.nft", "model": f"{base}.json", "view": f"{base}.txt", "listing": f"{base}.listing",
+             "dataplane": f"{base}.dataplane.json"}
     if params["state"] == "absent":
         _absent(module, nft, paths)
         return
@@ -246,9 +276,27 @@ def main() -> None:
     if model.problems:
         module.fail_json(msg="invalid load balancer definitions:\n" + "\n".join(model.problems), problems=model.problems)
     options = _options(params)
-    script, digest = render_ruleset(model.loadbalancers, options)
-    view = describe(model.loadbalancers, options)
-    after_model = {lb.name: lb.to_dict() for lb in model.loadbalancers}
+    if module.check_mode:
+        _converge(module, nft, model.loadbalancers, options, paths)
+    else:
+        with dataplane_lock(params["lock_file"]):
+            _converge(module, nft, model.loadbalancers, options, paths)
+
+
+def _dataplane_record(lbs, options: RenderOptions, digest: str, pools: dict) -> str:
+    """What the health checker reads: the applied LBs and the options that shape their tables."""
+    return json.dumps({"digest": digest, "options": options_to_dict(options), "pools": pools,
+                       "loadbalancers": [lb.to_dict() for lb in lbs]}, indent=1, sort_keys=True)
+
+
+def _converge(module: AnsibleModule, nft: Nft, lbs, options: RenderOptions, paths: dict[str, str]) -> None:
+    params = module.params
+    # Held under the lock: the health checker cannot change state between this read and the apply.
+    withheld = read_withheld(params["health_state_file"], lbs)
+    script, digest = render_ruleset(lbs, options, withheld)
+    intent_script = render_ruleset(lbs, options)[0] if withheld else script
+    view = describe(lbs, options)
+    after_model = {lb.name: lb.to_dict() for lb in lbs}
 
     try:
         live = nft.list_table(params["table"])
@@ -256,12 +304,14 @@ def main() -> None:
         module.fail_json(msg=str(err))
     live_digest = digest_in_listing(live)
     recorded_listing = _read(paths["listing"])
-    drift = live is not None and live_digest == digest and recorded_listing is not None and recorded_listing != live
+    drift = (live is not None and live_digest == digest and recorded_listing is not None
+             and without_health_owned_elements(recorded_listing) != without_health_owned_elements(live))
     changed = live_digest != digest or drift
     before_model = json.loads(_read(paths["model"]) or "{}") if live is not None else {}
     added, removed, updated = _model_changes(before_model, after_model)
     result = {"changed": changed, "digest": digest, "script_path": paths["script"],
-              "added": added, "removed": removed, "updated": updated, "drift": drift}
+              "added": added, "removed": removed, "updated": updated, "drift": drift,
+              "withheld": {name: sorted(addresses) for name, addresses in sorted(withheld.items())}}
     if module._diff:
         before_view = (_read(paths["view"]) or "") if live is not None else ""
         if drift:
@@ -275,10 +325,14 @@ def main() -> None:
         if changed and not module.check_mode:
             os.makedirs(params["state_dir"], mode=0o750, exist_ok=True)
             nft.apply(script)
-            _write_atomic(paths["script"], script)
+            # Boot restore uses the intent: health state starts over when the checker does.
+            _write_atomic(paths["script"], intent_script)
             _write_atomic(paths["model"], json.dumps(after_model, indent=1, sort_keys=True))
             _write_atomic(paths["view"], view)
             _write_atomic(paths["listing"], nft.list_table(params["table"]) or "")
+        if not module.check_mode and (changed or not os.path.exists(paths["dataplane"])):
+            os.makedirs(params["state_dir"], mode=0o750, exist_ok=True)
+            _write_atomic(paths["dataplane"], _dataplane_record(lbs, options, digest, params["pools"]))
     except NftError as err:
         module.fail_json(msg=str(err), **result)
     module.exit_json(**result)

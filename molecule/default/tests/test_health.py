@@ -1,0 +1,164 @@
+"""portico-healthd in the lab: real backends stop and start while the client keeps connecting.
+
+The static LB `web` (198.51.100.10) checks TCP every 200 ms with fall 2 / rise 2, so a stopped
+backend must leave rotation within interval x fall + one interval = 600 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import time
+from typing import Any
+
+import pytest
+import testinfra
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+gw1 = testinfra.get_host("podman://portico-lab-gw1")
+router = testinfra.get_host("podman://portico-lab-router")
+NODES = {name: testinfra.get_host(f"podman://portico-lab-{name}") for name in ("node1", "node2", "node3")}
+NODE_IPS = {"node1": "192.0.2.11", "node2": "192.0.2.12", "node3": "192.0.2.13"}
+WEB = "198.51.100.10"
+INTERVAL, FALL = 0.2, 2
+BOUND = INTERVAL * FALL + INTERVAL
+# podman exec and the nft transaction on a 2-core machine running the whole lab.
+SLACK = 0.15
+
+
+def status() -> dict[str, Any]:
+    return json.loads(gw1.check_output("/usr/lib/portico/portico-healthd status --json"))
+
+
+def backend_up(lb: str, address: str) -> bool:
+    return next(b["up"] for b in status()["backends"] if b["lb"] == lb and b["address"] == address)
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for: {what}")
+
+
+def announced(vip: str) -> bool:
+    return f"{vip} dev lo" in gw1.run("ip route show table 201").stdout
+
+
+def web_slots() -> str:
+    return gw1.check_output("nft list table inet portico | sed -n '/map slots_web_/,/}/p'")
+
+
+def stop_echo(node: str) -> float:
+    """Stop the node's echo service; return the time it was gone (containers share the host clock)."""
+    return float(NODES[node].check_output("systemctl stop portico-lab-echo && date +%s.%N"))
+
+
+def start_echo(node: str) -> None:
+    NODES[node].check_output("systemctl start portico-lab-echo")
+
+
+def client(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(["podman", "exec", "portico-lab-client", "portico-lab-probe", *args, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=60)
+    assert out, err
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def probe_on_router_and_client():
+    """The router sits in the one source range the 'restricted' LB allows."""
+    for container in ("portico-lab-router", "portico-lab-client"):
+        subprocess.run(["podman", "cp", str(REPO / "tests/lab/files/portico-lab-probe"),
+                        f"{container}:/usr/local/bin/portico-lab-probe"], check=True)
+
+
+@pytest.fixture(autouse=True)
+def all_backends_healthy():
+    for node in NODES:
+        NODES[node].run("rm -f /run/portico-lab-echo-unhealthy; systemctl start portico-lab-echo")
+    wait_for(lambda: all(b["up"] for b in status()["backends"]), 10, "every backend up")
+    yield
+    for node in NODES:
+        NODES[node].run("rm -f /run/portico-lab-echo-unhealthy; systemctl start portico-lab-echo")
+    wait_for(lambda: all(b["up"] for b in status()["backends"]), 10, "every backend up again")
+
+
+def test_every_probe_kind_checks_the_lab_backends():
+    state = status()
+    kinds = {b["kind"] for b in state["backends"]}
+    assert {"tcp", "udp", "http"} <= kinds, kinds
+    assert all(vip["announced"] and vip["healthy"] == vip["total"] for vip in state["vips"].values()), state["vips"]
+
+
+def test_stopped_backend_leaves_rotation_fast_and_no_request_fails_after(tmp_path):
+    subprocess.run(["podman", "exec", "portico-lab-client", "rm", "-f", "/tmp/health-streams"], check=True)
+    streams = client("--target", WEB, "--port", "80", "--streams", "30", "--stream", "6", "--ready-file", "/tmp/health-streams")
+    wait_for(lambda: subprocess.run(["podman", "exec", "portico-lab-client", "test", "-s", "/tmp/health-streams"]).returncode == 0,
+             10, "streams open")
+    timeline = client("--target", WEB, "--port", "80", "--every", "10", "--duration", "3", "--timeout", "0.5")
+    time.sleep(0.8)
+    stopped = stop_echo("node1")
+    wait_for(lambda: not backend_up("web", "192.0.2.11"), 3, "node1 marked down")
+    applied = status()["loadbalancers"]["web"]["applied_at"]
+    detection = applied - stopped
+    print(f"detection: {detection * 1000:.0f} ms (bound {BOUND * 1000:.0f} ms)")
+    assert detection <= BOUND + SLACK, f"{detection:.3f}s > {BOUND:.3f}s"
+    assert "192.0.2.11" not in web_slots()
+
+    result = finish(timeline)
+    late = [f for f in result["failures"] if f[0] > applied + 0.05]
+    assert not late, f"requests failed after the table changed: {late}"
+    assert result["ok"] > 100, result
+
+    held = finish(streams)
+    survivors = [r for r in held["results"] if r["backend"] in ("node2", "node3")]
+    assert survivors and not any(r["reset"] or r["error"] for r in survivors), held
+    assert held["opened"] == 30, held
+
+    # Back after `rise` successes, and traffic reaches it again.
+    start_echo("node1")
+    wait_for(lambda: backend_up("web", "192.0.2.11"), 3, "node1 back")
+    wait_for(lambda: "192.0.2.11" in web_slots(), 3, "node1 back in the table")
+    again = json.loads(subprocess.run(["podman", "exec", "portico-lab-client", "portico-lab-probe", "--target", WEB,
+                                       "--port", "80", "--count", "60", "--json"], capture_output=True, text=True).stdout)
+    assert again["failed"] == 0 and "node1" in again["backends"], again
+
+
+def test_http_503_on_every_node_withdraws_the_vip_and_one_recovery_restores_it():
+    restricted = "198.51.100.11"  # http check of /healthz on 8082; only the uplink (router) may connect
+    assert announced(restricted)
+    for node in NODES:
+        NODES[node].check_output("touch /run/portico-lab-echo-unhealthy")
+    wait_for(lambda: not announced(restricted), 5, "VIP withdrawn")
+    assert status()["vips"][restricted] == {"healthy": 0, "total": 3, "announced": False}
+    assert announced(WEB), "a VIP with healthy backends must stay announced"
+    down = json.loads(router.run(f"portico-lab-probe --target {restricted} --port 80 --count 5 --timeout 1 --json").stdout)
+    assert down["ok"] == 0 and set(down["errors"]) == {"refused"}, down  # rejected at once, not a timeout
+    NODES["node2"].check_output("rm -f /run/portico-lab-echo-unhealthy")
+    wait_for(lambda: announced(restricted), 5, "VIP announced again")
+    up = json.loads(router.check_output(f"portico-lab-probe --target {restricted} --port 80 --count 20 --json"))
+    assert up["failed"] == 0 and set(up["backends"]) == {"node2"}, up
+
+
+def test_kill_9_of_the_daemon_fails_no_request_and_it_converges_again():
+    before_pid = gw1.check_output("systemctl show -p MainPID --value portico-healthd")
+    stop_echo("node3")
+    wait_for(lambda: "192.0.2.13" not in web_slots(), 3, "node3 out")
+    slots = web_slots()
+    timeline = client("--target", WEB, "--port", "80", "--every", "10", "--duration", "3", "--timeout", "0.5")
+    time.sleep(0.5)
+    gw1.check_output("systemctl kill -s KILL portico-healthd")
+    result = finish(timeline)
+    assert result["failed"] == 0 and result["ok"] > 100, result
+    wait_for(lambda: gw1.run("/usr/lib/portico/portico-healthd status --json").rc == 0, 10, "daemon back")
+    assert gw1.check_output("systemctl show -p MainPID --value portico-healthd") != before_pid
+    assert not backend_up("web", "192.0.2.13"), "the restarted daemon forgot a dead backend"
+    assert web_slots() == slots

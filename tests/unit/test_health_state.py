@@ -1,0 +1,190 @@
+"""Health state: checks from the model, rise/fall, what to withhold, and the nft side of it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible_collections.portico.gateway.plugins.module_utils.health_state import (
+    BackendHealth,
+    announced_vips,
+    checks_for,
+    read_withheld,
+    vip_health,
+    withheld_for,
+)
+from ansible_collections.portico.gateway.plugins.module_utils.ipam import parse_pools
+from ansible_collections.portico.gateway.plugins.module_utils.lb_model import parse_loadbalancer
+from ansible_collections.portico.gateway.plugins.module_utils.nft_cli import without_health_owned_elements
+from ansible_collections.portico.gateway.plugins.module_utils.nft_render import (
+    RenderOptions,
+    render_health_update,
+    render_ruleset,
+    service_ports,
+    slot_table,
+)
+
+POOLS = parse_pools({"public": {"addresses": ["198.51.100.0/24", "2001:db8:100::/64"]}})
+NODES = [{"address": "192.0.2.11"}, {"address": "192.0.2.12"}, {"address": "192.0.2.13"}]
+
+
+def lb(name="web", vip="198.51.100.10", backends=None, **extra):
+    raw = {"name": name, "vip": vip, "ports": [{"protocol": "tcp", "port": 80, "backend_port": 8080},
+                                               {"protocol": "udp", "port": 53, "backend_port": 5353}],
+           "backends": NODES if backends is None else backends, **extra}
+    return parse_loadbalancer(raw, POOLS)
+
+
+def test_rise_and_fall_need_consecutive_results():
+    health = BackendHealth()
+    assert health.up
+    assert not health.observe(False, rise=2, fall=3)
+    assert not health.observe(True, rise=2, fall=3)  # a success resets the failure count
+    assert not health.observe(False, rise=2, fall=3)
+    assert not health.observe(False, rise=2, fall=3)
+    assert health.observe(False, rise=2, fall=3, detail="connection refused", now=123.0)
+    assert not health.up and health.since == 123.0 and health.transitions == 1
+    assert not health.observe(True, rise=2, fall=3)
+    assert health.observe(True, rise=2, fall=3)
+    assert health.up and health.transitions == 2
+
+
+def test_state_round_trips_through_the_state_file_format():
+    health = BackendHealth(up=False, since=5.0, detail="HTTP 500", latency=0.002, transitions=3)
+    again = BackendHealth.from_dict(json.loads(json.dumps(health.to_dict())))
+    assert (again.up, again.since, again.detail, again.transitions) == (False, 5.0, "HTTP 500", 3)
+
+
+def test_checks_use_the_first_listener_port_unless_one_is_configured():
+    checks = checks_for(lb())
+    assert [(c.address, c.target.port, c.target.kind) for c in checks] == [
+        ("192.0.2.11", 8080, "tcp"), ("192.0.2.12", 8080, "tcp"), ("192.0.2.13", 8080, "tcp")]
+    http = checks_for(lb(health_check={"type": "http", "port": 32000, "path": "/healthz", "interval_ms": 200,
+                                       "timeout_ms": 100, "fall": 2}))
+    assert {(c.target.port, c.target.path, c.interval, c.fall, c.target.timeout) for c in http} == {(32000, "/healthz", 0.2, 2, 0.1)}
+    assert checks_for(lb(health_check={"type": "none"})) == []
+
+
+def test_check_keys_change_with_the_probe_but_not_with_timing():
+    base = {c.address: c.key for c in checks_for(lb())}
+    slower = {c.address: c.key for c in checks_for(lb(health_check={"interval_ms": 1000, "timeout_ms": 500}))}
+    other_port = {c.address: c.key for c in checks_for(lb(health_check={"port": 9000}))}
+    assert base == slower  # a new interval must not reset the state of a backend
+    assert all(base[a] != other_port[a] for a in base)
+
+
+def test_reject_policy_withholds_everything_when_all_are_down():
+    web = lb()
+    down = {"192.0.2.11": False, "192.0.2.12": False, "192.0.2.13": False}
+    assert withheld_for(web, down, {"192.0.2.12"}, "reject") == ({"192.0.2.11", "192.0.2.12", "192.0.2.13"}, set())
+
+
+def test_keep_last_policy_keeps_the_last_served_set():
+    web = lb()
+    down = {"192.0.2.11": False, "192.0.2.12": False, "192.0.2.13": False}
+    assert withheld_for(web, down, {"192.0.2.12", "192.0.2.13"}, "keep_last") == ({"192.0.2.11"}, {"192.0.2.12", "192.0.2.13"})
+    # Nothing remembered (fresh start): fail open to every backend.
+    assert withheld_for(web, down, set(), "keep_last") == (set(), {"192.0.2.11", "192.0.2.12", "192.0.2.13"})
+
+
+def test_unchecked_backends_count_as_up():
+    assert withheld_for(lb(), {"192.0.2.11": False}, set(), "reject") == ({"192.0.2.11"}, {"192.0.2.12", "192.0.2.13"})
+
+
+def test_a_vip_is_withdrawn_only_when_every_lb_on_it_has_no_healthy_backend():
+    web = lb()
+    other = lb(name="other", backends=[{"address": "192.0.2.14"}], ports=[{"protocol": "tcp", "port": 443, "backend_port": 8443}])
+    up = {("web", "192.0.2.11"): False, ("web", "192.0.2.12"): False, ("web", "192.0.2.13"): False}
+    health = vip_health([web, other], up)
+    assert health == {"198.51.100.10": {"healthy": 1, "total": 4}}
+    assert announced_vips(health, withdraw=True) == {"198.51.100.10"}
+    up[("other", "192.0.2.14")] = False
+    health = vip_health([web, other], up)
+    assert announced_vips(health, withdraw=True) == set()
+    assert announced_vips(health, withdraw=False) == {"198.51.100.10"}
+
+
+def test_read_withheld_ignores_missing_foreign_and_stale_entries(tmp_path):
+    web = lb()
+    path = tmp_path / "state.json"
+    assert read_withheld(str(path), [web]) == {}
+    path.write_text("not json")
+    assert read_withheld(str(path), [web]) == {}
+    path.write_text(json.dumps({"version": 99, "loadbalancers": {"web": {"withheld": ["192.0.2.11"]}}}))
+    assert read_withheld(str(path), [web]) == {}
+    path.write_text(json.dumps({"version": 1, "loadbalancers": {
+        "web": {"withheld": ["192.0.2.11", "192.0.2.99"]}, "gone": {"withheld": ["192.0.2.12"]}}}))
+    assert read_withheld(str(path), [web]) == {"web": {"192.0.2.11"}}
+    # An LB whose checks were switched off serves everything.
+    assert read_withheld(str(path), [lb(health_check={"type": "none"})]) == {}
+
+
+def test_health_update_rewrites_only_the_given_listeners():
+    options = RenderOptions()
+    web, other = lb(), lb(name="other", vip="198.51.100.11")
+    services = [s for s in service_ports([web, other]) if s.lb.name == "web"]
+    script = render_health_update(services, options, {"web": {"192.0.2.11"}})
+    assert "slots_other" not in script and "198.51.100.11" not in script
+    tcp = services[0]
+    full, repaired = slot_table(tcp, options), slot_table(tcp, options, tcp.healthy_keys({"192.0.2.11"}))
+    assert "192.0.2.11 . 8080" not in repaired
+    # Slots of backends that stay healthy keep their owner.
+    assert all(after == before for before, after in zip(full, repaired) if before != "192.0.2.11 . 8080")
+    assert f"flush map inet portico {tcp.slot_map}" in script
+    # Still serving: the listener is taken out of the reject set (add then delete always works).
+    assert "add element inet portico no_backends4 { 198.51.100.10 . tcp . 80 }" in script
+    assert "delete element inet portico no_backends4 { 198.51.100.10 . tcp . 80 }" in script
+
+
+def test_health_update_rejects_when_nothing_is_left():
+    options = RenderOptions()
+    services = service_ports([lb()])
+    script = render_health_update(services, options, {"web": {"192.0.2.11", "192.0.2.12", "192.0.2.13"}})
+    assert "delete element" not in script
+    assert "add element inet portico no_backends4 { 198.51.100.10 . udp . 53 }" in script
+    assert not any(line.startswith("add element inet portico slots_") for line in script.splitlines())
+
+
+def test_ruleset_digest_ignores_health_but_script_carries_it():
+    web = lb()
+    healthy_script, healthy_digest = render_ruleset([web], RenderOptions())
+    script, digest = render_ruleset([web], RenderOptions(), {"web": {"192.0.2.11"}})
+    assert digest == healthy_digest and script != healthy_script
+    assert "192.0.2.11 . 8080" in healthy_script and "192.0.2.11 . 8080" not in script
+    _script, all_down_digest = render_ruleset([web], RenderOptions(), {"web": {"192.0.2.11", "192.0.2.12", "192.0.2.13"}})
+    assert all_down_digest == healthy_digest
+
+
+@pytest.mark.parametrize("elements", [
+    "\t\telements = { 0 : 192.0.2.11 . 8080 }\n",
+    "\t\telements = { 0 : 192.0.2.11 . 8080, 1 : 192.0.2.12 . 8080,\n\t\t\t     2 : 192.0.2.13 . 8080 }\n",
+])
+def test_drift_comparison_ignores_only_health_owned_elements(elements):
+    def listing(slot_elements, vip_elements):
+        return ("table inet portico {\n\tmap slots_web_tcp80 {\n\t\ttypeof numgen inc mod 2 : ip daddr . tcp dport\n"
+                f"{slot_elements}\t}}\n\tset no_backends4 {{\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t}}\n"
+                f"\tset vips4 {{\n\t\ttype ipv4_addr\n{vip_elements}\t}}\n}}\n")
+    vips = "\t\telements = { 198.51.100.10 }\n"
+    assert without_health_owned_elements(listing(elements, vips)) == without_health_owned_elements(listing("", vips))
+    assert without_health_owned_elements(listing(elements, vips)) != without_health_owned_elements(listing(elements, ""))
+
+
+def test_udp_only_lbs_are_not_tcp_checked_by_default():
+    dns = lb(name="dns", ports=[{"protocol": "udp", "port": 53, "backend_port": 5353}])
+    assert dns.health_check.type == "none" and checks_for(dns) == []
+    udp = lb(name="dns", ports=[{"protocol": "udp", "port": 53, "backend_port": 5353}], health_check={"type": "udp"})
+    assert {c.target.port for c in checks_for(udp)} == {5353}
+
+
+def test_a_check_without_a_listener_of_its_protocol_needs_a_port():
+    from ansible_collections.portico.gateway.plugins.module_utils.lb_model import LBValidationError
+    with pytest.raises(LBValidationError) as err:
+        lb(name="dns", ports=[{"protocol": "udp", "port": 53, "backend_port": 5353}], health_check={"type": "http"})
+    assert err.value.problems == ["dns: health_check.port: is required: a http check needs a tcp listener or an explicit port"]
+    ok = lb(name="dns", ports=[{"protocol": "udp", "port": 53, "backend_port": 5353}], health_check={"type": "http", "port": 8082})
+    assert {c.target.port for c in checks_for(ok)} == {8082}
+
+
+def test_udp_check_of_a_mixed_lb_uses_the_udp_listener():
+    assert {c.target.port for c in checks_for(lb(health_check={"type": "udp"}))} == {5353}
