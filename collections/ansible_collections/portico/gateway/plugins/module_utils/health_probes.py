@@ -20,8 +20,9 @@ every probe is a bare non-blocking socket driven by the loop's ``sock_*`` calls
   port unreachable fails the probe at once ("connection refused").
 
 Every TCP-based probe ends with SO_LINGER (1, 0): the close sends RST, so
-thousands of checks per second leave no TIME_WAIT sockets or conntrack
-entries behind (HAProxy closes its checks the same way).
+thousands of checks per second leave no TIME_WAIT sockets behind, and their
+conntrack entries close at once instead of lingering in TIME_WAIT (HAProxy
+closes its checks the same way).
 
 ``run_probe`` never raises (except ``asyncio.CancelledError``); whatever went
 wrong is in ``ProbeResult.detail``. The whole probe, connect included, is

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from functools import reduce
+from functools import lru_cache, reduce
 from typing import Collection, Sequence
 
 # Primes spaced about 2x apart: a table size stays fixed while the backend count
@@ -104,6 +104,12 @@ def _rendezvous_owner(slot: int, candidates: Sequence[int], backends: Sequence[M
     return best
 
 
+@lru_cache(maxsize=1024)
+def _cached_base_table(backends: tuple[MaglevBackend, ...], size: int, seed: str) -> tuple[int, ...]:
+    # The health checker repairs the same base table on every state change of an LB.
+    return tuple(base_table(backends, size, seed))
+
+
 def lookup_table(
     backends: Sequence[MaglevBackend],
     size: int,
@@ -114,7 +120,7 @@ def lookup_table(
 
     ``healthy`` is the set of backend keys that pass health checks; None means all.
     """
-    table = base_table(backends, size, seed)
+    table = list(_cached_base_table(tuple(backends), size, seed))
     if healthy is None:
         return table
     serving = [i for i, b in enumerate(backends) if b.key in healthy and b.weight > 0]

@@ -231,11 +231,15 @@ def _filter_chains(lbs: Sequence[LoadBalancer], options: RenderOptions) -> str:
             text.append("\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept")
         if options.allow_icmp:
             text.append(f"\t\tmeta l4proto {icmp} accept")
-        # Always present: the health checker adds listeners whose backends are all down.
+        text.append(f"\t\t{fam} daddr . meta l4proto . th dport . {fam} saddr @allowed{family} goto vip_admit{family}")
+        text.append(f"\t\tcounter name {fam} daddr map @vip_drops{family} drop")
+        text.append("\t}\n")
+        # Only admitted sources learn that a listener has no (healthy) backend; the rest are dropped
+        # above. The health checker adds and removes no_backends elements.
+        text.append(f"\tchain vip_admit{family} {{")
         text.append(f"\t\tmeta l4proto tcp {fam} daddr . meta l4proto . th dport @no_backends{family} reject with tcp reset")
         text.append(f"\t\t{fam} daddr . meta l4proto . th dport @no_backends{family} reject")
-        text.append(f"\t\t{fam} daddr . meta l4proto . th dport . {fam} saddr @allowed{family} accept")
-        text.append(f"\t\tcounter name {fam} daddr map @vip_drops{family} drop")
+        text.append("\t\taccept")
         text.append("\t}\n")
     return "\n".join(text) + "\n"
 

@@ -160,11 +160,12 @@ withheld:
 
 import json
 import os
+from typing import Sequence
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.portico.gateway.plugins.module_utils.ipam import PoolError, parse_pools
-from ansible_collections.portico.gateway.plugins.module_utils.lb_model import parse_loadbalancers
+from ansible_collections.portico.gateway.plugins.module_utils.lb_model import LoadBalancer, parse_loadbalancers
 from ansible_collections.portico.gateway.plugins.module_utils.health_state import read_withheld
 from ansible_collections.portico.gateway.plugins.module_utils.nft_cli import (
     Nft,
@@ -283,13 +284,13 @@ def main() -> None:
             _converge(module, nft, model.loadbalancers, options, paths)
 
 
-def _dataplane_record(lbs, options: RenderOptions, digest: str, pools: dict) -> str:
+def _dataplane_record(lbs: Sequence[LoadBalancer], options: RenderOptions, digest: str, pools: dict) -> str:
     """What the health checker reads: the applied LBs and the options that shape their tables."""
     return json.dumps({"digest": digest, "options": options_to_dict(options), "pools": pools,
                        "loadbalancers": [lb.to_dict() for lb in lbs]}, indent=1, sort_keys=True)
 
 
-def _converge(module: AnsibleModule, nft: Nft, lbs, options: RenderOptions, paths: dict[str, str]) -> None:
+def _converge(module: AnsibleModule, nft: Nft, lbs: Sequence[LoadBalancer], options: RenderOptions, paths: dict[str, str]) -> None:
     params = module.params
     # Held under the lock: the health checker cannot change state between this read and the apply.
     withheld = read_withheld(params["health_state_file"], lbs)
@@ -306,7 +307,10 @@ def _converge(module: AnsibleModule, nft: Nft, lbs, options: RenderOptions, path
     recorded_listing = _read(paths["listing"])
     drift = (live is not None and live_digest == digest and recorded_listing is not None
              and without_health_owned_elements(recorded_listing) != without_health_owned_elements(live))
-    changed = live_digest != digest or drift
+    # Health checks are not part of the table, but the health checker must see their changes.
+    record = _dataplane_record(lbs, options, digest, params["pools"])
+    record_changed = _read(paths["dataplane"]) != record
+    changed = live_digest != digest or drift or record_changed
     before_model = json.loads(_read(paths["model"]) or "{}") if live is not None else {}
     added, removed, updated = _model_changes(before_model, after_model)
     result = {"changed": changed, "digest": digest, "script_path": paths["script"],
@@ -324,15 +328,17 @@ def _converge(module: AnsibleModule, nft: Nft, lbs, options: RenderOptions, path
         nft.check(script)
         if changed and not module.check_mode:
             os.makedirs(params["state_dir"], mode=0o750, exist_ok=True)
-            nft.apply(script)
-            # Boot restore uses the intent: health state starts over when the checker does.
-            _write_atomic(paths["script"], intent_script)
-            _write_atomic(paths["model"], json.dumps(after_model, indent=1, sort_keys=True))
-            _write_atomic(paths["view"], view)
-            _write_atomic(paths["listing"], nft.list_table(params["table"]) or "")
-        if not module.check_mode and (changed or not os.path.exists(paths["dataplane"])):
-            os.makedirs(params["state_dir"], mode=0o750, exist_ok=True)
-            _write_atomic(paths["dataplane"], _dataplane_record(lbs, options, digest, params["pools"]))
+            if live_digest != digest or drift:
+                nft.apply(script)
+                # Right after the apply: the health checker must never patch this table from an old model.
+                _write_atomic(paths["dataplane"], record)
+                # Boot restore uses the intent: health state starts over when the checker does.
+                _write_atomic(paths["script"], intent_script)
+                _write_atomic(paths["model"], json.dumps(after_model, indent=1, sort_keys=True))
+                _write_atomic(paths["view"], view)
+                _write_atomic(paths["listing"], nft.list_table(params["table"]) or "")
+            else:
+                _write_atomic(paths["dataplane"], record)
     except NftError as err:
         module.fail_json(msg=str(err), **result)
     module.exit_json(**result)
