@@ -388,3 +388,14 @@ def test_keep_last_policy_keeps_the_last_healthy_set_but_still_withdraws(healthy
         healthy.kill_daemon(signal.SIGTERM)
         healthy.write_config()
         healthy.start_daemon()
+
+
+def test_tampering_with_a_slot_map_is_drift_and_is_repaired(healthy: Lab):
+    before = healthy.slots()
+    slot_map = next(line.split()[1] for line in healthy.ns.run("nft", "list", "table", "inet", "portico").stdout.splitlines()
+                    if line.strip().startswith("map slots_web_"))
+    healthy.ns.run("nft", "flush", "map", "inet", "portico", slot_map)
+    result = healthy.converge()
+    assert result["changed"] is True and result["drift"] is True, result
+    assert healthy.slots() == before
+    assert healthy.converge()["changed"] is False

@@ -188,3 +188,15 @@ def test_a_check_without_a_listener_of_its_protocol_needs_a_port():
 
 def test_udp_check_of_a_mixed_lb_uses_the_udp_listener():
     assert {c.target.port for c in checks_for(lb(health_check={"type": "udp"}))} == {5353}
+
+
+def test_health_owned_elements_read_the_same_from_a_script_and_a_listing():
+    from ansible_collections.portico.gateway.plugins.module_utils.nft_cli import health_owned_elements
+    script, _ = render_ruleset([lb()], RenderOptions(), {"web": {"192.0.2.11"}})
+    elements = health_owned_elements(script)
+    tcp = next(name for name in elements if name.startswith("slots_") and name.endswith("tcp80"))
+    assert elements["no_backends4"] == frozenset()
+    assert len(elements[tcp]) > 100 and not any("192.0.2.11" in e for e in elements[tcp])
+    listing = ("table inet portico {\n\tset no_backends4 {\n\t\ttype ipv4_addr . inet_proto . inet_service\n"
+               "\t\telements = { 198.51.100.10 . tcp . 80,\n\t\t\t     198.51.100.10 . udp . 53 }\n\t}\n}\n")
+    assert health_owned_elements(listing) == {"no_backends4": frozenset({"198.51.100.10 . tcp . 80", "198.51.100.10 . udp . 53"})}

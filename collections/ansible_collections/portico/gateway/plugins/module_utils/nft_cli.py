@@ -102,6 +102,37 @@ def without_health_owned_elements(listing: str | None) -> str | None:
     return "\n".join(kept) + "\n"
 
 
+def health_owned_elements(text: str | None) -> dict[str, frozenset[str]]:
+    """Elements of the slot maps and no_backends sets, per object, from a script or a listing.
+
+    Lets the module check that those elements match the health state it read under the lock:
+    the health checker may change them, nobody else may.
+    """
+    found: dict[str, frozenset[str]] = {}
+    name: str | None = None
+    collecting: list[str] | None = None
+    for line in (text or "").splitlines():
+        stripped = line.strip()
+        if _HEALTH_OWNED_RE.match(line):
+            name = stripped.split()[1]
+            found[name] = frozenset()
+            continue
+        if name is None:
+            continue
+        if collecting is None and stripped.startswith("elements = {"):
+            collecting = []
+            stripped = stripped[len("elements = {"):]
+        if collecting is not None:
+            done = stripped.endswith("}")
+            collecting.extend(item.strip() for item in stripped.rstrip("}").split(",") if item.strip())
+            if done:
+                found[name] = frozenset(collecting)
+                collecting, name = None, None
+        elif stripped == "}":
+            name = None
+    return found
+
+
 @contextlib.contextmanager
 def dataplane_lock(path: str = DEFAULT_LOCK_FILE) -> Iterator[None]:
     """Serialise writers of Portico's table (the nft module and the health checker)."""

@@ -21,7 +21,8 @@ description:
   - Idempotent; counters never cause a change. Drift (someone edited or flushed the table)
     is detected and repaired.
   - The health checker owns the elements of the C(slots_*) maps and C(no_backends*) sets;
-    health changes are neither drift nor a change. The module writes the applied model and
+    health changes are neither drift nor a change, but elements that disagree with the health
+    checker's state file are drift and get repaired. The module writes the applied model and
     render options to O(state_dir) for the health checker.
 author:
   - Portico developers (@portico)
@@ -172,6 +173,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.nft_cli import (
     NftError,
     dataplane_lock,
     digest_in_listing,
+    health_owned_elements,
     without_health_owned_elements,
 )
 from ansible_collections.portico.gateway.plugins.module_utils.nft_render import (
@@ -305,8 +307,12 @@ def _converge(module: AnsibleModule, nft: Nft, lbs: Sequence[LoadBalancer], opti
         module.fail_json(msg=str(err))
     live_digest = digest_in_listing(live)
     recorded_listing = _read(paths["listing"])
-    drift = (live is not None and live_digest == digest and recorded_listing is not None
-             and without_health_owned_elements(recorded_listing) != without_health_owned_elements(live))
+    # Structure: as last applied. Slot maps and no_backends: as the health state read under the lock
+    # says (the health checker may change them; anyone else doing so is drift too).
+    drift = live is not None and live_digest == digest and (
+        (recorded_listing is not None
+         and without_health_owned_elements(recorded_listing) != without_health_owned_elements(live))
+        or health_owned_elements(live) != health_owned_elements(script))
     # Health checks are not part of the table, but the health checker must see their changes.
     record = _dataplane_record(lbs, options, digest, params["pools"])
     record_changed = _read(paths["dataplane"]) != record
