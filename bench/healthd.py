@@ -51,7 +51,7 @@ from lib.netns_topology import BenchError, _raise_exit, bench_lock, nft_apply, p
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "collections"))
 
-from ansible_collections.portico.gateway.plugins.module_utils import ipam, lb_model, nft_render  # noqa: E402
+from ansible_collections.portico.gateway.plugins.module_utils import health_state, ipam, lb_model, nft_render  # noqa: E402
 
 NS = "pb-hd"
 DAEMON = REPO / "roles/healthcheck/files/portico-healthd"
@@ -93,10 +93,10 @@ while True:
 # The baseline: the daemon's probe function on the daemon's schedule (same phase spread,
 # absolute due times, missed ticks skipped), and nothing else. Counters on SIGUSR1.
 BARE_PROBER = r"""
-import asyncio, hashlib, json, os, signal, sys
+import asyncio, json, os, signal, sys
 sys.path.insert(0, os.environ["PORTICO_PYTHONPATH"])
 from ansible_collections.portico.gateway.plugins.module_utils.health_probes import run_probe
-from ansible_collections.portico.gateway.plugins.module_utils.health_state import checks_for
+from ansible_collections.portico.gateway.plugins.module_utils.health_state import checks_for, first_due, next_due
 from ansible_collections.portico.gateway.plugins.module_utils.ipam import parse_pools
 from ansible_collections.portico.gateway.plugins.module_utils.lb_model import parse_loadbalancers
 
@@ -109,8 +109,7 @@ stats = {"checks": len(checks), "ok": 0, "fail": 0, "lag_sum": 0.0, "lag_count":
 async def probe_forever(check):
     loop = asyncio.get_running_loop()
     interval, target = check.interval, check.target
-    phase = int(hashlib.sha256(check.key.encode()).hexdigest()[:8], 16) % 1000 / 1000.0
-    due = loop.time() + phase * interval
+    due = first_due(check.key, interval, loop.time())
     while True:
         delay = due - loop.time()
         if delay > 0:
@@ -122,10 +121,7 @@ async def probe_forever(check):
             stats["lag_max"] = lag
         result = await run_probe(target)
         stats["ok" if result.ok else "fail"] += 1
-        due += interval
-        late = loop.time() - due
-        if late > 0:
-            due += (int(late / interval) + 1) * interval
+        due = next_due(due, interval, loop.time())
 
 async def main():
     loop = asyncio.get_running_loop()
@@ -234,33 +230,6 @@ def parse_model(raws: list[dict[str, Any]]) -> list[lb_model.LoadBalancer]:
     return result.loadbalancers
 
 
-def module_dataplane_record() -> Callable[..., str]:
-    """The nft module's own `_dataplane_record`, so the file the daemon reads has the module's format.
-
-    The module imports AnsibleModule at the top; without Ansible in this interpreter (the
-    bench runs on the system python3) that one name is stubbed for the import only.
-    """
-    module = "ansible_collections.portico.gateway.plugins.modules.nft_loadbalancer"
-    try:
-        import ansible.module_utils.basic  # noqa: F401  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        import types  # pylint: disable=import-outside-toplevel
-        stubs = {name: types.ModuleType(name) for name in ("ansible", "ansible.module_utils", "ansible.module_utils.basic")}
-        stubs["ansible.module_utils.basic"].AnsibleModule = None  # type: ignore[attr-defined]
-        saved = {name: sys.modules.get(name) for name in stubs}
-        sys.modules.update(stubs)
-        try:
-            imported = __import__(module, fromlist=["_dataplane_record"])
-        finally:
-            for name, previous in saved.items():
-                if previous is None:
-                    sys.modules.pop(name, None)
-                else:
-                    sys.modules[name] = previous
-        return imported._dataplane_record  # pylint: disable=protected-access
-    return __import__(module, fromlist=["_dataplane_record"])._dataplane_record  # pylint: disable=protected-access
-
-
 def ansible_playbook() -> str | None:
     found = shutil.which("ansible-playbook")
     if found:
@@ -338,14 +307,6 @@ def daemon_metrics() -> dict[str, float]:
         elif not labels:
             out[name] = float(value)
     return out
-
-
-def file_signature(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def slot_owners(slot_map: str) -> set[str]:
@@ -552,12 +513,12 @@ def converge(lab: Lab, raws: list[dict[str, Any]], lbs: list[lb_model.LoadBalanc
             raise BenchError(f"converge with ansible-playbook failed ({proc.returncode}):\n"
                              + "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:]))
     else:
-        lab.converge_how = "module_utils render + nft -f + the module's _dataplane_record"
+        lab.converge_how = "module_utils render + nft -f + health_state.dataplane_record (the module's writer)"
         options = nft_render.RenderOptions()
         script, digest = nft_render.render_ruleset(lbs, options)
         nft_apply(script, ns=NS)
         lab.state_dir.mkdir(parents=True, exist_ok=True)
-        lab.dataplane_file.write_text(module_dataplane_record()(lbs, options, digest, POOLS))
+        lab.dataplane_file.write_text(health_state.dataplane_record(lbs, options, digest, POOLS))
     lab.converge_seconds = time.monotonic() - started
     if not lab.dataplane_file.exists():
         raise BenchError(f"converge wrote no dataplane file {lab.dataplane_file}")
@@ -655,7 +616,7 @@ def wait_applied(lab: Lab, address: str, up: bool, after: float, signature: Any)
     """
     deadline = time.time() + DETECTION_LIMIT
     while time.time() < deadline:
-        current = file_signature(lab.state_file)
+        current = health_state.file_signature(lab.state_file)
         if current != signature:
             time.sleep(0.02)  # the loop records applied_at just after the write
             status = daemon_status()
@@ -691,7 +652,7 @@ def detection_trials(lab: Lab, slot_map: str) -> list[Trial]:
         address, port = DETECT_BACKENDS[index % len(DETECT_BACKENDS)]
         # Kill at a random point of the probe schedule.
         time.sleep(rng.uniform(0.0, lab.settings.interval))
-        signature = file_signature(lab.state_file)
+        signature = health_state.file_signature(lab.state_file)
         proc = lab.detect.pop(address)
         proc.kill()
         proc.wait()
@@ -699,7 +660,7 @@ def detection_trials(lab: Lab, slot_map: str) -> list[Trial]:
         backend, applied = wait_applied(lab, address, up=False, after=killed, signature=signature)
         nft_seconds = daemon_metrics().get("portico_healthd_nft_update_seconds", math.nan)
         left = address not in slot_owners(slot_map)
-        signature = file_signature(lab.state_file)
+        signature = health_state.file_signature(lab.state_file)
         lab.detect[address] = start_listener(lab, address, port)
         restarted = time.time()
         _, returned = wait_applied(lab, address, up=True, after=restarted, signature=signature)

@@ -200,3 +200,11 @@ def test_health_owned_elements_read_the_same_from_a_script_and_a_listing():
     listing = ("table inet portico {\n\tset no_backends4 {\n\t\ttype ipv4_addr . inet_proto . inet_service\n"
                "\t\telements = { 198.51.100.10 . tcp . 80,\n\t\t\t     198.51.100.10 . udp . 53 }\n\t}\n}\n")
     assert health_owned_elements(listing) == {"no_backends4": frozenset({"198.51.100.10 . tcp . 80", "198.51.100.10 . udp . 53"})}
+
+
+def test_schedule_is_absolute_and_skips_missed_ticks():
+    from ansible_collections.portico.gateway.plugins.module_utils.health_state import first_due, next_due
+    first = first_due("web|192.0.2.11", 0.2, 100.0)
+    assert 100.0 <= first < 100.2 and first == first_due("web|192.0.2.11", 0.2, 100.0)
+    assert next_due(10.0, 0.2, 10.05) == pytest.approx(10.2)  # on time: exactly one interval later
+    assert next_due(10.0, 0.2, 10.5) == pytest.approx(10.6)  # late: the missed ticks are skipped, not bunched

@@ -19,13 +19,16 @@ does not mention is served (new backends start in rotation, like HAProxy's defau
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from ansible_collections.portico.gateway.plugins.module_utils.health_probes import ProbeTarget
 from ansible_collections.portico.gateway.plugins.module_utils.lb_model import Backend, LoadBalancer
+from ansible_collections.portico.gateway.plugins.module_utils.nft_render import RenderOptions, options_to_dict
 
 STATE_VERSION = 1
 ALL_DOWN_POLICIES = ("reject", "keep_last")
@@ -52,6 +55,36 @@ class Check:
     @property
     def endpoint(self) -> str:
         return f"[{self.address}]:{self.target.port}" if ":" in self.address else f"{self.address}:{self.target.port}"
+
+
+def dataplane_record(lbs: Sequence[LoadBalancer], options: RenderOptions, digest: str, pools: Mapping[str, Any]) -> str:
+    """The file the nft module writes with every apply and the health checker reads:
+    the applied LBs and the options that shape their tables."""
+    return json.dumps({"digest": digest, "options": options_to_dict(options), "pools": pools,
+                       "loadbalancers": [lb.to_dict() for lb in lbs]}, indent=1, sort_keys=True)
+
+
+def file_signature(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
+    """Identity of a file version (inode, mtime, size); None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def first_due(key: str, interval: float, now: float) -> float:
+    """When a check first runs: a stable per-check phase spreads checks over the interval."""
+    phase = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 1000 / 1000.0
+    return now + phase * interval
+
+
+def next_due(due: float, interval: float, now: float) -> float:
+    """Absolute schedule: no drift however long probes take; missed ticks are skipped, not bunched."""
+    due += interval
+    if now > due:
+        due += (int((now - due) / interval) + 1) * interval
+    return due
 
 
 def probe_port(lb: LoadBalancer, backend: Backend) -> int:

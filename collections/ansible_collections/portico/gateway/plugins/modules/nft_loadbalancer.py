@@ -167,7 +167,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.portico.gateway.plugins.module_utils.ipam import PoolError, parse_pools
 from ansible_collections.portico.gateway.plugins.module_utils.lb_model import LoadBalancer, parse_loadbalancers
-from ansible_collections.portico.gateway.plugins.module_utils.health_state import read_withheld
+from ansible_collections.portico.gateway.plugins.module_utils.health_state import dataplane_record, read_withheld
 from ansible_collections.portico.gateway.plugins.module_utils.nft_cli import (
     Nft,
     NftError,
@@ -180,8 +180,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.nft_render import 
     EgressSnat,
     RenderOptions,
     describe,
-    options_to_dict,
-    render_ruleset,
+    render_rulesets,
 )
 
 
@@ -286,18 +285,11 @@ def main() -> None:
             _converge(module, nft, model.loadbalancers, options, paths)
 
 
-def _dataplane_record(lbs: Sequence[LoadBalancer], options: RenderOptions, digest: str, pools: dict) -> str:
-    """What the health checker reads: the applied LBs and the options that shape their tables."""
-    return json.dumps({"digest": digest, "options": options_to_dict(options), "pools": pools,
-                       "loadbalancers": [lb.to_dict() for lb in lbs]}, indent=1, sort_keys=True)
-
-
 def _converge(module: AnsibleModule, nft: Nft, lbs: Sequence[LoadBalancer], options: RenderOptions, paths: dict[str, str]) -> None:
     params = module.params
     # Held under the lock: the health checker cannot change state between this read and the apply.
     withheld = read_withheld(params["health_state_file"], lbs)
-    script, digest = render_ruleset(lbs, options, withheld)
-    intent_script = render_ruleset(lbs, options)[0] if withheld else script
+    script, intent_script, digest = render_rulesets(lbs, options, withheld)
     view = describe(lbs, options)
     after_model = {lb.name: lb.to_dict() for lb in lbs}
 
@@ -314,7 +306,7 @@ def _converge(module: AnsibleModule, nft: Nft, lbs: Sequence[LoadBalancer], opti
          and without_health_owned_elements(recorded_listing) != without_health_owned_elements(live))
         or health_owned_elements(live) != health_owned_elements(script))
     # Health checks are not part of the table, but the health checker must see their changes.
-    record = _dataplane_record(lbs, options, digest, params["pools"])
+    record = dataplane_record(lbs, options, digest, params["pools"])
     record_changed = _read(paths["dataplane"]) != record
     changed = live_digest != digest or drift or record_changed
     before_model = json.loads(_read(paths["model"]) or "{}") if live is not None else {}
