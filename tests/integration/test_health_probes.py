@@ -258,6 +258,10 @@ def test_tcp_probes_leave_no_time_wait_sockets():
     """The linger-0 close ends every check with RST: no TIME_WAIT on either side of the connection."""
     count = 50
     with TcpServer() as server:
+        # bind(0) may hand out a port that an earlier test's client still has TIME_WAIT entries
+        # towards; only sockets created by this test count.
+        before = set(_time_wait_lines(server.port))
+
         async def many() -> list[ProbeResult]:
             return [await run_probe(ProbeTarget("tcp", V4, server.port, 2.0)) for _ in range(count)]
 
@@ -268,11 +272,16 @@ def test_tcp_probes_leave_no_time_wait_sockets():
         time.sleep(0.05)
         assert all(r.ok for r in results)
         assert server.accepted == count
-        ss = subprocess.run(["ss", "-tanH", "state", "time-wait"], capture_output=True, text=True, check=True)
-    suffix = f":{server.port}"
-    time_wait = [line for line in ss.stdout.splitlines()
-                 if any(column.endswith(suffix) for column in line.split()[2:4])]
+        time_wait = [line for line in _time_wait_lines(server.port) if line not in before]
     assert time_wait == []
+
+
+def _time_wait_lines(port: int) -> list[str]:
+    """TIME_WAIT sockets with `port` as local or peer port, as ss prints them."""
+    ss = subprocess.run(["ss", "-tanH", "state", "time-wait"], capture_output=True, text=True, check=True)
+    suffix = f":{port}"
+    return [" ".join(line.split()) for line in ss.stdout.splitlines()
+            if any(column.endswith(suffix) for column in line.split()[2:4])]
 
 
 def test_300_concurrent_tcp_probes():
