@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pathlib
+import sys
 
 from conftest import Netns, task_results
 
@@ -108,6 +109,33 @@ def test_ip_addresses_adds_purges_and_is_idempotent(netns, tmp_path):
     assert sorted(result["removed"]) == ["198.51.100.10/32", "2001:db8:100::10/128"]
     shown = netns.run("ip", "address", "show", "dev", "lo").stdout
     assert "198.51.100.11/32" in shown and "198.51.100.77/32" in shown and "198.51.100.10/32" not in shown
+
+
+def test_ip_addresses_local_routes_accept_the_vip_without_an_address(netns, tmp_path):
+    """BGP mode: AnyIP routes, so zebra sees no connected /32 for the VIP; switching kinds moves the VIP."""
+    def vips(kind: str, wanted: list[str], *flags: str) -> dict:
+        task = {"portico.gateway.ip_addresses": {"interface": "lo", "kind": kind, "addresses": wanted,
+                                                 "state_dir": str(tmp_path / "addr")}}
+        return task_results(netns.play([task], tmp_path, *flags))[0]
+
+    wanted = ["198.51.100.10/32", "2001:db8:100::10/128"]
+    assert vips("address", wanted)["changed"] is True
+    assert vips("local_route", wanted, "--check")["changed"] is True
+    anyip = [line for line in netns.run("ip", "route", "show", "table", "local", "dev", "lo").stdout.splitlines()
+             if "198.51.100.10" in line and "proto kernel" not in line]
+    assert anyip == []  # check mode added nothing
+    assert vips("local_route", wanted)["changed"] is True
+    assert vips("address", [])["removed"] == wanted
+    assert vips("local_route", wanted)["changed"] is False
+    local4 = netns.run("ip", "-4", "route", "show", "table", "local", "type", "local", "dev", "lo").stdout
+    local6 = netns.run("ip", "-6", "route", "show", "table", "local", "type", "local", "dev", "lo").stdout
+    assert "198.51.100.10 " in local4 and "2001:db8:100::10 " in local6
+    assert "198.51.100.10" not in netns.run("ip", "address", "show", "dev", "lo").stdout
+    # The namespace accepts the VIP as its own: routed locally, and a socket can bind it.
+    assert netns.run("ip", "route", "get", "198.51.100.10").stdout.startswith("local 198.51.100.10")
+    netns.run(sys.executable, "-c", "import socket; socket.socket().bind(('198.51.100.10', 0))")
+    assert sorted(vips("local_route", [])["removed"]) == wanted
+    assert "198.51.100.10" not in netns.run("ip", "route", "show", "table", "local").stdout
 
 
 def test_ip_routes_owns_only_its_protocol(netns, tmp_path):

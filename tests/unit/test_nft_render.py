@@ -111,3 +111,35 @@ def test_describe_shows_the_spread():
     assert "web 198.51.100.10:80/tcp" in view
     assert "192.0.2.11:8080 weight 1: 13" in view  # 401 slots over 3 backends: 133 or 134
     assert "client source ip: snat to egress address" in view
+
+
+def _postrouting(script: str) -> list[str]:
+    chain = script.split("chain nat_postrouting {", 1)[1].split("}", 1)[0]
+    return [line.strip() for line in chain.splitlines() if line.strip()]
+
+
+def test_snat_all_marks_every_lb_and_uses_the_gateway_return_address(tmp_path):
+    """Active/active: every LB SNATs to the VRRP-held per-gateway address (symmetric return path)."""
+    lbs, options = lab_case()
+    plain, _ = render_ruleset(lbs, options)
+    preserving = [lb for lb in lbs if lb.preserve_source_ip]
+    assert preserving, "the lab must have LBs that keep the client address"
+    chain_of = {s.lb.name: s.chain for s in service_ports(lbs)}
+    marked = "meta mark set meta mark | 0x00020000"
+    web_chain = plain.split(f"chain {chain_of['web']} {{", 1)[1].split("}", 1)[0]
+    assert marked not in web_chain
+
+    active = RenderOptions(egress_snat=options.egress_snat, snat_all=True,
+                           snat_source4="192.0.2.21", snat_source6="2001:db8:192::21")
+    script, _ = render_ruleset(lbs, active)
+    for lb in preserving:
+        chain = script.split(f"chain {chain_of[lb.name]} {{", 1)[1].split("}", 1)[0]
+        assert marked in chain, lb.name
+    rules = _postrouting(script)
+    assert "meta mark & 0x00020000 == 0x00020000 meta nfproto ipv4 snat ip to 192.0.2.21" in rules
+    assert "meta mark & 0x00020000 == 0x00020000 meta nfproto ipv6 snat ip6 to 2001:db8:192::21" in rules
+    # The explicit source comes before the masquerade fallback.
+    assert rules.index("meta mark & 0x00020000 == 0x00020000 meta nfproto ipv4 snat ip to 192.0.2.21") < \
+        rules.index("meta mark & 0x00020000 == 0x00020000 masquerade")
+    assert "snat to 192.0.2.21" in describe(lbs, active)
+    assert nft_check(script, tmp_path).returncode == 0

@@ -60,6 +60,17 @@ class RenderOptions:
     allow_icmp: bool = True
     local_dispatch: bool = True
     egress_snat: tuple[EgressSnat, ...] = field(default_factory=tuple)
+    # Active/active (BGP) gateways SNAT every LB so replies come back through the gateway that holds
+    # the flow's state: a symmetric return path without asymmetric-routing races.
+    snat_all: bool = False
+    # Source for LB SNAT instead of the egress interface address: a per-gateway address that VRRP
+    # moves to a peer when the gateway fails, so synced flows keep a return path.
+    snat_source4: str = ""
+    snat_source6: str = ""
+
+    def snats(self, lb: LoadBalancer) -> bool:
+        """Whether connections to this LB leave with a gateway source address."""
+        return self.snat_all or not lb.preserve_source_ip
 
 
 def options_to_dict(options: RenderOptions) -> dict:
@@ -184,7 +195,7 @@ def _service_chain(service: ServicePort, options: RenderOptions) -> str:
     backends = service.serving()
     lines = [f"\tchain {service.chain} {{"]
     lines.append(f'\t\tcomment "{service.lb.name} {service.port.protocol}/{service.port.port}"')
-    if not service.lb.preserve_source_ip:
+    if options.snats(service.lb):
         lines.append(f"\t\tmeta mark set meta mark | 0x{options.snat_mark:08x}")
     if len(backends) == 1:
         target = _endpoint(backends[0].address, backends[0].target_port(service.port))
@@ -252,12 +263,15 @@ def _nat_chains(lbs: Sequence[LoadBalancer], options: RenderOptions) -> str:
         text += ["\tchain nat_output {", "\t\ttype nat hook output priority -100; policy accept;", *dispatch, "\t}\n"]
     text += ["\tchain nat_postrouting {", "\t\ttype nat hook postrouting priority srcnat; policy accept;"]
     mark = f"meta mark & 0x{options.snat_mark:08x} == 0x{options.snat_mark:08x}"
-    if any(not lb.preserve_source_ip for lb in lbs):
+    if any(options.snats(lb) for lb in lbs):
         for family in families:
-            if any(lb.snat_address and lb.family == family for lb in lbs):
-                fam = _FAMILY[family][0]
-                text.append(f"\t\t{mark} meta nfproto {'ipv4' if family == 4 else 'ipv6'} "
-                            f"snat {fam} to ct original {fam} daddr map @snat_to{family}")
+            nfproto = f"meta nfproto {'ipv4' if family == 4 else 'ipv6'}"
+            fam = _FAMILY[family][0]
+            if any(lb.snat_address and lb.family == family and options.snats(lb) for lb in lbs):
+                text.append(f"\t\t{mark} {nfproto} snat {fam} to ct original {fam} daddr map @snat_to{family}")
+            source = options.snat_source4 if family == 4 else options.snat_source6
+            if source:
+                text.append(f"\t\t{mark} {nfproto} snat {fam} to {source}")
         text.append(f"\t\t{mark} masquerade")
     for rule in options.egress_snat:
         fam = _FAMILY[rule.family][0]
@@ -272,6 +286,7 @@ def _nat_chains(lbs: Sequence[LoadBalancer], options: RenderOptions) -> str:
 
 def _family_objects(
     family: int, lbs: Sequence[LoadBalancer], services: Sequence[ServicePort], withheld: Mapping[str, Collection[str]],
+    options: RenderOptions,
 ) -> str:
     fam, addr_type, _icmp = _FAMILY[family]
     mine = [s for s in services if s.lb.family == family]
@@ -288,7 +303,7 @@ def _family_objects(
     text.append(_set(f"no_backends{family}", listener,
                      (s.listener for s in mine if s.rejecting(withheld.get(s.lb.name, ())))))
     text.append(_map(f"vip_drops{family}", f"{addr_type} : counter", (f'{vip} : "{_vip_counter(vip)}"' for vip in vips)))
-    snat = sorted({(lb.vip, lb.snat_address) for lb in lbs if lb.family == family and lb.snat_address and not lb.preserve_source_ip})
+    snat = sorted({(lb.vip, lb.snat_address) for lb in lbs if lb.family == family and lb.snat_address and options.snats(lb)})
     if snat:
         text.append(_map(f"snat_to{family}", f"{addr_type} : {addr_type}", (f"{vip} : {to}" for vip, to in snat)))
     counters = "".join(f"\tcounter {_vip_counter(vip)} {{\n\t}}\n" for vip in vips)
@@ -306,7 +321,7 @@ def render_body(
     """
     withheld = withheld or {}
     services = service_ports(lbs)
-    parts = [_family_objects(4, lbs, services, withheld), _family_objects(6, lbs, services, withheld)]
+    parts = [_family_objects(4, lbs, services, withheld, options), _family_objects(6, lbs, services, withheld, options)]
     for service in services:
         if len(service.serving()) > 1:
             parts.append(_slot_map(service, options, withheld.get(service.lb.name, ())))
@@ -405,7 +420,8 @@ def describe(lbs: Sequence[LoadBalancer], options: RenderOptions) -> str:
                 key = f"{backend.address} . {backend.target_port(port)}"
                 lines.append(f"    {_endpoint(backend.address, backend.target_port(port))} weight {backend.weight}: {share.get(key, 0)} slots")
         lines.append(f"  allow from: {', '.join(lb.source_ranges)}")
-        snat = "kept" if lb.preserve_source_ip else f"snat to {lb.snat_address or 'egress address'}"
+        source = options.snat_source4 if lb.family == 4 else options.snat_source6
+        snat = f"snat to {lb.snat_address or source or 'egress address'}" if options.snats(lb) else "kept"
         lines.append(f"  client source ip: {snat}")
     for rule in options.egress_snat:
         lines.append(f"egress snat {rule.source} -> {rule.to_address or 'masquerade'}"

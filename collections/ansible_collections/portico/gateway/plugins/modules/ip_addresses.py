@@ -8,12 +8,15 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: ip_addresses
-short_description: Keep a managed set of IP addresses on one interface
+short_description: Keep a managed set of IP addresses (or AnyIP local routes) on one interface
 version_added: "0.1.0"
 description:
   - Adds the listed addresses to an interface and, with O(purge), removes addresses this
     module added earlier that are no longer listed. Addresses it did not add are never removed.
-  - Used for VIPs on C(lo) (routed/BGP mode) and the backend-side gateway address.
+  - Used for VIPs on C(lo) (single-gateway mode) and the backend-side gateway address.
+  - With O(kind=local_route) each prefix becomes an AnyIP route (C(ip route add local PREFIX dev IF table local))
+    instead of an interface address. The gateway still accepts traffic for it, but routing daemons
+    see no connected route, so FRR can announce the VIP from the health checker's route (BGP mode).
   - Runtime state only (like C(ip addr)); the role re-applies it at boot through a systemd unit.
 author:
   - Portico developers (@portico)
@@ -27,6 +30,14 @@ options:
     type: list
     elements: str
     required: true
+  kind:
+    description:
+      - C(address) adds interface addresses; C(local_route) adds AnyIP routes in table C(local).
+      - Each kind keeps its own record, so switching a VIP from one kind to the other removes the old form.
+    type: str
+    choices: [address, local_route]
+    default: address
+    version_added: "0.3.0"
   purge:
     description: Remove addresses previously managed by this module that are not in O(addresses).
     type: bool
@@ -43,6 +54,12 @@ EXAMPLES = r"""
 - name: Put the VIPs on the loopback interface
   portico.gateway.ip_addresses:
     interface: lo
+    addresses: [198.51.100.10/32, 2001:db8:100::10/128]
+
+- name: Accept the VIPs as AnyIP local routes (BGP mode)
+  portico.gateway.ip_addresses:
+    interface: lo
+    kind: local_route
     addresses: [198.51.100.10/32, 2001:db8:100::10/128]
 """
 
@@ -85,11 +102,38 @@ def _current(module: AnsibleModule, ip_bin: str, interface: str) -> set[str]:
     return present
 
 
+def _current_local_routes(module: AnsibleModule, ip_bin: str, interface: str) -> set[str]:
+    present: set[str] = set()
+    for family in ("-4", "-6"):
+        rc, out, err = module.run_command([ip_bin, "-j", family, "route", "show", "table", "local",
+                                           "type", "local", "dev", interface])
+        if rc != 0:
+            module.fail_json(msg=f"interface {interface}: {err.strip() or 'not found'}")
+        for route in json.loads(out or "[]"):
+            if route.get("protocol") == "kernel":  # made by the kernel for an interface address, not AnyIP
+                continue
+            dst = route.get("dst", "")
+            present.add(str(ipaddress.ip_network(dst if "/" in dst else f"{dst}/{128 if ':' in dst else 32}")))
+    return present
+
+
+def _local_route_command(ip_bin: str, action: str, prefix: str, interface: str) -> list[str]:
+    family = "-6" if ipaddress.ip_interface(prefix).version == 6 else "-4"
+    return [ip_bin, family, "route", action, "local", str(ipaddress.ip_interface(prefix).network),
+            "dev", interface, "table", "local"]
+
+
+def state_file_name(interface: str, kind: str) -> str:
+    """The boot-time restore script (role gateway_base) reads these names back."""
+    return f"{interface}.json" if kind == "address" else f"{interface}.local-routes.json"
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             interface=dict(type="str", required=True),
             addresses=dict(type="list", elements="str", required=True),
+            kind=dict(type="str", default="address", choices=["address", "local_route"]),
             purge=dict(type="bool", default=True),
             state_dir=dict(type="path", default="/var/lib/portico/addresses"),
         ),
@@ -98,26 +142,32 @@ def main() -> None:
     interface = module.params["interface"]
     ip_bin = module.get_bin_path("ip", required=True)
     wanted = {_normalise(module, a) for a in module.params["addresses"]}
-    state_path = os.path.join(module.params["state_dir"], f"{interface}.json")
+    kind = module.params["kind"]
+    state_path = os.path.join(module.params["state_dir"], state_file_name(interface, kind))
     managed: set[str] = set()
     if os.path.exists(state_path):
         with open(state_path, encoding="utf-8") as handle:
             managed = set(json.load(handle))
-    present = _current(module, ip_bin, interface)
+    present = (_current(module, ip_bin, interface) if kind == "address"
+               else _current_local_routes(module, ip_bin, interface))
     to_add = sorted(wanted - present)
     to_remove = sorted((managed - wanted) & present) if module.params["purge"] else []
     changed = bool(to_add or to_remove)
     result = {"changed": changed, "added": to_add, "removed": to_remove}
     if module._diff:
         result["diff"] = {"before": "\n".join(sorted(managed & present)) + "\n", "after": "\n".join(sorted(wanted)) + "\n",
-                          "before_header": f"{interface} (managed)", "after_header": f"{interface} (managed)"}
+                          "before_header": f"{interface} {kind} (managed)", "after_header": f"{interface} {kind} (managed)"}
     if module.check_mode:
         module.exit_json(**result)
-    for address in to_add:
+    for address in to_add if kind == "local_route" else []:
+        module.run_command(_local_route_command(ip_bin, "replace", address, interface), check_rc=True)
+    for address in to_remove if kind == "local_route" else []:
+        module.run_command(_local_route_command(ip_bin, "del", address, interface), check_rc=True)
+    for address in to_add if kind == "address" else []:
         # nodad: a VIP must answer at once; DAD would hold it tentative for a second or more.
         extra = ["nodad"] if ipaddress.ip_interface(address).version == 6 else []
         module.run_command([ip_bin, "address", "replace", address, "dev", interface, *extra], check_rc=True)
-    for address in to_remove:
+    for address in to_remove if kind == "address" else []:
         module.run_command([ip_bin, "address", "del", address, "dev", interface], check_rc=True)
     new_managed = sorted(wanted | ((managed - wanted) - set(to_remove) if not module.params["purge"] else set()))
     if new_managed != sorted(managed):

@@ -81,6 +81,26 @@ options:
       out_interface:
         description: Only for packets leaving through this interface.
         type: str
+  snat_all:
+    description:
+      - SNAT connections of every LB, whatever its C(preserve_source_ip). Active/active (BGP) gateways
+        set this so replies return through the gateway that holds the connection's state.
+    type: bool
+    default: false
+    version_added: "0.3.0"
+  snat_source4:
+    description:
+      - IPv4 source address for LB SNAT instead of the outgoing interface's address (masquerade).
+      - In HA modes a per-gateway address that VRRP moves to a peer when this gateway fails, so
+        connections synced by conntrackd keep their return path.
+    type: str
+    default: ""
+    version_added: "0.3.0"
+  snat_source6:
+    description: IPv6 counterpart of O(snat_source4).
+    type: str
+    default: ""
+    version_added: "0.3.0"
   state_dir:
     description: Where the last applied script, model and listing are kept (for diffs and drift).
     type: path
@@ -159,6 +179,7 @@ withheld:
   type: dict
 """
 
+import ipaddress
 import json
 import os
 from typing import Sequence
@@ -215,7 +236,21 @@ def _options(params: dict) -> RenderOptions:
         table=params["table"], hash_seed=params["hash_seed"], slots_per_backend=params["slots_per_backend"],
         snat_mark=params["snat_mark"], allow_icmp=params["allow_icmp"],
         local_dispatch=params["local_dispatch"], egress_snat=egress,
+        snat_all=params["snat_all"], snat_source4=params["snat_source4"], snat_source6=params["snat_source6"],
     )
+
+
+def _check_snat_sources(module: AnsibleModule) -> None:
+    for name, version in (("snat_source4", 4), ("snat_source6", 6)):
+        value = module.params[name]
+        if not value:
+            continue
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            module.fail_json(msg=f"{name}: {value!r} is not an IP address")
+        if address.version != version:
+            module.fail_json(msg=f"{name}: {value} is not an IPv{version} address")
 
 
 def _absent(module: AnsibleModule, nft: Nft, paths: dict[str, str]) -> None:
@@ -254,6 +289,9 @@ def main() -> None:
                 type="list", elements="dict", default=[],
                 options=dict(source=dict(type="str", required=True), to_address=dict(type="str"), out_interface=dict(type="str")),
             ),
+            snat_all=dict(type="bool", default=False),
+            snat_source4=dict(type="str", default=""),
+            snat_source6=dict(type="str", default=""),
             state_dir=dict(type="path", default="/var/lib/portico/nftables"),
             health_state_file=dict(type="path", default="/run/portico/healthd/state.json"),
             lock_file=dict(type="path", default="/run/portico/dataplane.lock"),
@@ -277,6 +315,7 @@ def main() -> None:
     model = parse_loadbalancers(params["loadbalancers"], pools)
     if model.problems:
         module.fail_json(msg="invalid load balancer definitions:\n" + "\n".join(model.problems), problems=model.problems)
+    _check_snat_sources(module)
     options = _options(params)
     if module.check_mode:
         _converge(module, nft, model.loadbalancers, options, paths)
