@@ -48,7 +48,32 @@ def portico_module_utils_path(name: str) -> str:
     return path
 
 
+def portico_return_path_instances(
+    hosts: Iterable[str], addresses4: Iterable[str], addresses6: Iterable[str], me: str,
+    interface: str = "backend", vrid_base: int = 60, prefix4: int = 24, prefix6: int = 64,
+    owner_priority: int = 150, peer_priority: int = 100,
+) -> list[dict[str, Any]]:
+    """One VRRP instance per active/active gateway for its SNAT return address (keepalived_instances entries).
+
+    Each gateway owns its address (highest priority) and backs up every peer's, so when a gateway
+    dies a peer answers for the address its connections were SNATed to. The instances are kept
+    out of the sync group: a gateway is master of its own and backup of the others at once. The owner
+    takes its address back without preempt delay: once its routes are announced it SNATs new
+    connections to that address, and their replies must reach it, not the peer.
+    VRIDs follow the group order, so appending a gateway keeps every existing VRID.
+    """
+    instances: list[dict[str, Any]] = []
+    for index, (host, address4, address6) in enumerate(zip(hosts, addresses4, addresses6)):
+        addresses = [f"{netaddr.IPAddress(address4)}/{prefix4}"] if address4 else []
+        addresses += [f"{netaddr.IPAddress(address6)}/{prefix6}"] if address6 else []
+        instances.append({"name": f"RETURN_{host}", "interface": interface, "vrid": vrid_base + index,
+                          "priority": owner_priority if host == me else peer_priority,
+                          "addresses": addresses, "sync_group": False, "preempt_delay_s": 0})
+    return instances
+
+
 class FilterModule:
     def filters(self) -> dict[str, Callable[..., Any]]:
         return {"portico_vip_prefixes": portico_vip_prefixes, "portico_pod_routes": portico_pod_routes,
-                "portico_module_utils_path": portico_module_utils_path}
+                "portico_module_utils_path": portico_module_utils_path,
+                "portico_return_path_instances": portico_return_path_instances}

@@ -12,27 +12,22 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.portico.gateway.plugins.module_utils.ha_model import check_gateways
 
-# The inventory variables the check reads from every host.
-HA_VARIABLES = ("portico_ha_mode", "keepalived_instances", "frr_asn", "frr_router_id", "frr_peers",
-                "nftables_snat_source4", "nftables_snat_source6")
-
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("hosts", "strict"))
+    _VALID_ARGS = frozenset(("gateways", "strict"))
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         result["changed"] = False
         _spec, args = self.validate_argument_spec(
-            argument_spec=dict(hosts=dict(type="list", elements="str", required=True),
+            argument_spec=dict(gateways=dict(type="dict", required=True),
                                strict=dict(type="bool", default=True)))
-        hostvars = (task_vars or {}).get("hostvars", {})
         gateways: dict[str, dict[str, Any]] = {}
-        for host in args["hosts"]:
-            if host not in hostvars:
-                raise AnsibleActionFail(f"hosts: {host} is not in the inventory")
-            gateways[host] = self._ha_variables(hostvars[host])
+        for host, settings in args["gateways"].items():
+            if not isinstance(settings, dict):
+                raise AnsibleActionFail(f"gateways.{host}: expected the host's HA variables as a mapping")
+            gateways[host] = {name: value for name, value in settings.items() if value is not None}
         report = check_gateways(gateways)
         groups: dict[str, list[dict[str, Any]]] = {}
         for instance in report.instances:
@@ -45,11 +40,3 @@ class ActionModule(ActionBase):
             result["failed"] = True
             result["msg"] = "invalid HA settings:\n" + "\n".join(report.problems)
         return result
-
-    def _ha_variables(self, host_vars: Any) -> dict[str, Any]:
-        """The HA variables of one host, templated (inventory values may reference other variables)."""
-        found: dict[str, Any] = {}
-        for name in HA_VARIABLES:
-            if name in host_vars:
-                found[name] = self._templar.template(host_vars[name])
-        return found

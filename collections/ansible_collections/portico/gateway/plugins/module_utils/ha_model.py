@@ -64,7 +64,7 @@ def _canonical_addresses(host: str, where: str, raw: Any, report: HaReport) -> t
     return tuple(sorted(found))
 
 
-def _vrrp_instances(host: str, raw: Any, report: HaReport) -> list[VrrpInstance]:
+def _vrrp_instances(host: str, raw: Any, default_priority: Any, report: HaReport) -> list[VrrpInstance]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -84,7 +84,7 @@ def _vrrp_instances(host: str, raw: Any, report: HaReport) -> list[VrrpInstance]
         vrid = _int_in(item.get("vrid"), 1, 255)
         if vrid is None:
             report.add(host, f"{where}.vrid", f"expected an integer 1-255, got {item.get('vrid')!r}")
-        priority = _int_in(item.get("priority", 100), 1, 254)
+        priority = _int_in(item.get("priority", default_priority), 1, 254)
         if priority is None:
             report.add(host, f"{where}.priority", f"expected an integer 1-254, got {item.get('priority')!r}")
         interface = str(item.get("interface") or "")
@@ -186,7 +186,8 @@ def check_gateways(gateways: Mapping[str, Mapping[str, Any]]) -> HaReport:
         if mode not in HA_MODES:
             report.add(host, "portico_ha_mode", f"expected one of {', '.join(HA_MODES)}, got {mode!r}")
             continue
-        instances = _vrrp_instances(host, hostvars.get("keepalived_instances") if mode != "single" else None, report)
+        instances = _vrrp_instances(host, hostvars.get("keepalived_instances") if mode != "single" else None,
+                                    hostvars.get("keepalived_priority", 100), report)
         report.instances.extend(instances)
         if mode == "vrrp" and not any(isinstance(i, Mapping) and i.get("vips")
                                       for i in hostvars.get("keepalived_instances") or []):

@@ -11,7 +11,7 @@ module: ha_validate
 short_description: Check the HA settings of every gateway together, on the controller
 version_added: "0.3.0"
 description:
-  - Reads the HA variables of every host in O(hosts) and checks them as one set, before any
+  - Checks the HA variables of every host in O(gateways) as one set, before any
     gateway is contacted. A host's own role sees only its own variables; this catches what only
     shows across hosts.
   - 'Per host: C(portico_ha_mode) is C(single), C(vrrp) or C(bgp); VRRP instances have a name, an
@@ -24,10 +24,13 @@ description:
 author:
   - Portico developers (@portico)
 options:
-  hosts:
-    description: The gateways to check together (usually C(ansible_play_hosts_all)).
-    type: list
-    elements: str
+  gateways:
+    description:
+      - Host name -> that host's HA variables C(portico_ha_mode), C(keepalived_instances),
+        C(keepalived_priority), C(frr_asn), C(frr_router_id), C(frr_peers), C(nftables_snat_source4),
+        C(nftables_snat_source6). Keys that are null count as not set.
+      - Collect them per host first (C(set_fact)), so each is templated in its own host's context.
+    type: dict
     required: true
   strict:
     description: Fail on any problem. When false, problems are returned and shown as warnings.
@@ -48,9 +51,17 @@ notes:
 """
 
 EXAMPLES = r"""
+- name: Collect each gateway's HA settings
+  ansible.builtin.set_fact:
+    portico_ha_settings:
+      portico_ha_mode: "{{ portico_ha_mode | default('single') }}"
+      frr_asn: "{{ frr_asn | default(none) }}"
+      frr_router_id: "{{ frr_router_id | default(none) }}"
+      frr_peers: "{{ frr_peers | default([]) }}"
+
 - name: Check HA settings across all gateways
   portico.gateway.ha_validate:
-    hosts: "{{ ansible_play_hosts_all }}"
+    gateways: "{{ dict(ansible_play_hosts_all | zip(ansible_play_hosts_all | map('extract', hostvars, 'portico_ha_settings'))) }}"
   run_once: true
 """
 
