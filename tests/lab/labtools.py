@@ -71,6 +71,11 @@ def kill_gateway(name: str) -> float:
     return issued
 
 
+def running(name: str) -> bool:
+    return podman("container", "inspect", "-f", "{{.State.Running}}", f"{PREFIX}{name}",
+                  check=False).stdout.strip() == "true"
+
+
 def start_gateway(name: str) -> None:
     """Start a killed gateway again and wait for its boot (addresses, nft restore, daemons)."""
     podman("start", f"{PREFIX}{name}")

@@ -40,11 +40,6 @@ def gateways_for(prefix: str) -> set[str]:
     return {gw for gw, v4 in NEXT_HOPS.items() if v4 in hops or v4.replace("198.18.0.", "2001:db8:198::") in hops}
 
 
-def running(gw: str) -> bool:
-    return labtools.podman("container", "inspect", "-f", "{{.State.Running}}", f"portico-lab-{gw}",
-                           check=False).stdout.strip() == "true"
-
-
 @pytest.fixture(scope="module", autouse=True)
 def probe_everywhere():
     labtools.install_probe("client", "router")
@@ -53,7 +48,7 @@ def probe_everywhere():
 @pytest.fixture(autouse=True)
 def gw1_and_gw2_announcing():
     for gw in ("gw1", "gw2"):
-        if not running(gw):
+        if not labtools.running(gw):
             labtools.start_gateway(gw)
     labtools.wait_for(lambda: {"gw1", "gw2"} <= gateways_for(WEB), 60, "gw1 and gw2 in the ECMP route", every=0.2)
     labtools.wait_for(lambda: {"gw1", "gw2"} <= gateways_for(WEB6), 30, "gw1 and gw2 in the IPv6 ECMP route", every=0.2)

@@ -33,7 +33,7 @@ def probe_everywhere():
 @pytest.fixture(autouse=True)
 def both_gateways_running():
     for gw in ("gw1", "gw2"):
-        if labtools.podman("container", "inspect", "-f", "{{.State.Running}}", f"portico-lab-{gw}").stdout.strip() != "true":
+        if not labtools.running(gw):
             labtools.start_gateway(gw)
     labtools.wait_for(lambda: master_of("198.18.0.10/") == "gw1", 60, "gw1 master of the VIPs", every=0.2)
     labtools.wait_for(lambda: master_of("192.0.2.1/") == "gw1", 10, "gw1 holds the gateway address", every=0.2)
