@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)/collections
 COLLECTION := collections/ansible_collections/portico/gateway
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 
-.PHONY: deps lab lab-up lab-converge lab-demo lab-down test unit integration lint sanity molecule molecule-ha molecule-bgp bench bench-quick clean
+.PHONY: deps lab lab-up lab-converge lab-demo lab-down test unit integration lint sanity molecule molecule-default molecule-ha molecule-bgp bench bench-quick clean
 
 deps:
 	@bash .ci/install-deps
@@ -44,11 +44,16 @@ lint:
 sanity:
 	cd $(COLLECTION) && ansible-test sanity --python 3.11 --color no
 
+## All scenarios: single gateway + Kubernetes (default), VRRP pair (ha), BGP/BFD/ECMP behind BIRD
+## with the rollout post-checks (bgp). They share the lab containers, so they run one after another.
 molecule:
 	molecule test -s default
+	molecule test -s ha
+	molecule test -s bgp
 
-## HA scenarios (issue 5): VRRP pair, and BGP/BFD/ECMP behind BIRD. Not yet part of `test`: see
-## docs/architecture.md "High availability" for their state.
+molecule-default:
+	molecule test -s default
+
 molecule-ha:
 	molecule test -s ha
 

@@ -34,9 +34,10 @@ def _bgp(router_id: str) -> dict:
 
 
 GOOD = {
-    "vrrp": {"gw1": {"portico_ha_mode": "vrrp", "keepalived_instances": _instances(150)},
-             "gw2": {"portico_ha_mode": "vrrp", "keepalived_instances": _instances(100)}},
-    "bgp": {"gw1": _bgp("198.18.0.11"), "gw2": _bgp("198.18.0.12")},
+    "vrrp": {"gw1": {"portico_ha_mode": "vrrp", "keepalived_instances": _instances(150), "conntrackd_local_address": "192.0.2.2"},
+             "gw2": {"portico_ha_mode": "vrrp", "keepalived_instances": _instances(100), "conntrackd_local_address": "192.0.2.3"}},
+    "bgp": {"gw1": {**_bgp("198.18.0.11"), "conntrackd_local_address": "192.0.2.2"},
+            "gw2": {**_bgp("198.18.0.12"), "conntrackd_local_address": "192.0.2.3"}},
 }
 
 

@@ -25,13 +25,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--kubeconfig", help="write a kubeconfig for the stand-in here")
     parser.add_argument("--context", default="lab", help="context (and cluster) name in that kubeconfig")
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="bearer token the stand-in accepts")
+    parser.add_argument("--history", type=int, default=1000,
+                        help="watch events kept; a watch from an older resourceVersion gets 410 Gone")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    server = FakeApiServer(args.port, args.fixtures, token=args.token, verbose=args.verbose).start()
+    server = FakeApiServer(args.port, args.fixtures, token=args.token, history=args.history, verbose=args.verbose).start()
     if args.kubeconfig:
         server.write_kubeconfig(args.kubeconfig, context=args.context, cluster_name=args.context)
     done = threading.Event()

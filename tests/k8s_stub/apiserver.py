@@ -34,6 +34,7 @@ Obj = dict[str, Any]
 DEFAULT_TOKEN = "portico-lab-token"
 NODE_PORT_RANGE = range(30000, 32768)
 SERVICE_CIDRS = {"IPv4": "198.18.128.0/20", "IPv6": "2001:db8:96::/112"}
+BOOKMARK_INTERVAL = 60.0  # seconds between BOOKMARK events on an idle watch (the API server's is about a minute)
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "gitCommit": "portico-stub", "gitTreeState": "clean",
            "buildDate": "2024-12-11T00:00:00Z", "goVersion": "go1.23.3", "compiler": "gc", "platform": "linux/amd64"}
@@ -407,9 +408,12 @@ class Store:
 
     # watch
 
-    def watch(self, res: Resource, ns: str | None, since: str | None, match: Callable[[Obj], bool], deadline: float) -> Iterator[Obj]:
+    def watch(self, res: Resource, ns: str | None, since: str | None, match: Callable[[Obj], bool], deadline: float,
+              bookmarks: bool = False) -> Iterator[Obj]:
         """Watch events as the API streams them: from `since` (exclusive), or the current
-        objects as ADDED first when no resourceVersion (or "0") is given."""
+        objects as ADDED first when no resourceVersion (or "0") is given. With `bookmarks`
+        (allowWatchBookmarks), a BOOKMARK carries the current resourceVersion every
+        BOOKMARK_INTERVAL seconds and just before the watch times out."""
         with self.cond:
             if since in (None, "", "0"):
                 cursor = self.rv
@@ -418,21 +422,34 @@ class Store:
                 cursor, backlog = _parse_rv(since), []
         yield from backlog
         in_scope = lambda o: (ns is None or o["metadata"].get("namespace") == ns) and match(o)  # noqa: E731
+        next_bookmark = time.monotonic() + BOOKMARK_INTERVAL
         while True:
+            bookmark, done = False, False
             with self.cond:
                 if cursor < self.compacted:
                     yield {"type": "ERROR", "object": ApiError(410, "Expired", f"too old resource version: {cursor} ({self.compacted})").status()}
                     return
                 pending = [e for e in self.history if e.rv > cursor and e.plural == res.plural]
+                # An open watch follows the global resourceVersion, like the API server's watch
+                # cache: a quiet resource does not expire while other resources change.
+                cursor = max(cursor, self.rv)
+                now = time.monotonic()
                 if not pending:
-                    if self.stopped or time.monotonic() >= deadline:
-                        return
-                    self.cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
-                    continue
-                cursor = pending[-1].rv
+                    done = self.stopped or now >= deadline
+                    bookmark = bookmarks and not self.stopped and (done or now >= next_bookmark)
+                    if not done and not bookmark:
+                        wake = min(deadline, next_bookmark) if bookmarks else deadline
+                        self.cond.wait(min(1.0, max(0.0, wake - now)))
+                        continue
             for event in pending:
                 if translated := _transition(event, in_scope):
                     yield translated
+            if bookmark:
+                next_bookmark = now + BOOKMARK_INTERVAL
+                yield {"type": "BOOKMARK", "object": {"kind": res.kind, "apiVersion": res.group_version,
+                                                      "metadata": {"resourceVersion": str(cursor)}}}
+            if done:
+                return
 
     def close(self) -> None:
         with self.cond:
@@ -779,7 +796,8 @@ class _Handler(BaseHTTPRequestHandler):
             match = _matcher(res, query)
             if query.get("watch") in ("true", "1"):
                 deadline = time.monotonic() + float(query.get("timeoutSeconds") or 1800)
-                events = store.watch(res, ns, query.get("resourceVersion"), match, deadline)
+                bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+                events = store.watch(res, ns, query.get("resourceVersion"), match, deadline, bookmarks)
                 return self._stream(self._as_tables(res, events, query) if self._wants_table() else events)
             with store.cond:
                 items, rv = store.select(res, ns, lambda _: True, match), store.rv
@@ -817,7 +835,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _as_tables(res: Resource, events: Iterable[Obj], query: dict[str, str]) -> Iterator[Obj]:
         """`kubectl get -w` watches in Table form too."""
         for event in events:
-            if event["type"] != "ERROR":
+            if event["type"] not in ("ERROR", "BOOKMARK"):
                 rv = event["object"]["metadata"]["resourceVersion"]
                 event = {**event, "object": to_table(res.kind, [event["object"]], query.get("includeObject", "Metadata"), rv)}
             yield event

@@ -45,10 +45,13 @@ def request(container: str, target: str, port: int = 80, count: int = 30) -> dic
 
 
 def open_streams(container: str, target: str, count: int, seconds: float, port: int = 80) -> subprocess.Popen:
-    """Hold `count` long-lived TCP streams through `target`; returns once all are open."""
+    """Hold `count` long-lived TCP streams through `target`; returns once all are open.
+
+    Opening allows one SYN retransmission (3 s): what is tested is that open streams survive.
+    """
     ready = f"/tmp/streams-{os.getpid()}-{time.monotonic_ns()}"
     proc = probe(container, "--target", target, "--port", str(port), "--streams", str(count),
-                 "--stream", str(seconds), "--ready-file", ready)
+                 "--stream", str(seconds), "--ready-file", ready, "--timeout", "3")
     wait_for(lambda: podman("exec", f"{PREFIX}{container}", "test", "-s", ready, check=False).returncode == 0,
              20, f"{count} streams open")
     return proc

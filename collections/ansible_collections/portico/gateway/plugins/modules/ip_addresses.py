@@ -74,6 +74,18 @@ removed:
   returned: always
   type: list
   elements: str
+interface:
+  description: The interface, so a report can say where addresses come and go (the C(portico.gateway.plan) callback).
+  returned: always
+  type: str
+  sample: lo
+  version_added: "0.4.0"
+kind:
+  description: The O(kind) of the addresses; C(local_route) VIPs are the ones announced by BGP while healthy.
+  returned: always
+  type: str
+  sample: address
+  version_added: "0.4.0"
 """
 
 import ipaddress
@@ -153,7 +165,7 @@ def main() -> None:
     to_add = sorted(wanted - present)
     to_remove = sorted((managed - wanted) & present) if module.params["purge"] else []
     changed = bool(to_add or to_remove)
-    result = {"changed": changed, "added": to_add, "removed": to_remove}
+    result = {"changed": changed, "added": to_add, "removed": to_remove, "interface": interface, "kind": kind}
     if module._diff:
         result["diff"] = {"before": "\n".join(sorted(managed & present)) + "\n", "after": "\n".join(sorted(wanted)) + "\n",
                           "before_header": f"{interface} {kind} (managed)", "after_header": f"{interface} {kind} (managed)"}

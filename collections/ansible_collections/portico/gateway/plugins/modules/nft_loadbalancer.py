@@ -177,6 +177,41 @@ withheld:
   description: Backend addresses per LB kept out of rotation because the health checker found them down.
   returned: when state is present
   type: dict
+plan:
+  description:
+    - What this run changes (in check mode, would change) compared with what was last applied on this
+      host, per load balancer. Empty lists and an empty C(options) mapping mean no change.
+    - The C(portico.gateway.plan) callback collects it into a per-gateway report.
+  returned: always
+  type: dict
+  contains:
+    loadbalancers:
+      description:
+        - C(added) and C(removed) list whole LBs (name, vip, listeners as C(tcp/80 -> 8080), backends with weight).
+        - C(changed) lists LBs with C(listeners) and C(backends) added, removed and changed (per field, from/to),
+          and C(fields) (other settings; C(source_ranges) as added/removed, health check per setting).
+      type: dict
+      returned: always
+      sample: {"added": [], "removed": [], "changed": [{"name": "web", "vip": "198.51.100.10",
+               "listeners": {"added": [], "removed": [], "changed": []},
+               "backends": {"added": [{"backend": "192.0.2.14", "weight": 1}], "removed": [], "changed": []},
+               "fields": {}, "reordered": false}]}
+    vips:
+      description: VIPs that appear (C(added)) or disappear (C(removed)) from the dataplane.
+      type: dict
+      returned: always
+      sample: {"added": ["198.51.100.11"], "removed": []}
+    options:
+      description: Table-wide settings that change (C(snat_all), C(hash_seed), ...), each with C(from) and C(to).
+      type: dict
+      returned: always
+      sample: {"snat_all": {"from": false, "to": true}}
+plan_lines:
+  description: RV(plan) as one line per change (C(+) appears, C(-) disappears, C(~) changes).
+  returned: always
+  type: list
+  elements: str
+  sample: ["+ lb api 198.51.100.11: tcp/80 -> 8080; backends: 192.0.2.11", "- vip 198.51.100.13"]
 """
 
 import ipaddress
@@ -189,6 +224,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.portico.gateway.plugins.module_utils.ipam import PoolError, parse_pools
 from ansible_collections.portico.gateway.plugins.module_utils.lb_model import LoadBalancer, parse_loadbalancers
 from ansible_collections.portico.gateway.plugins.module_utils.health_state import dataplane_record, read_withheld
+from ansible_collections.portico.gateway.plugins.module_utils.lb_plan import lb_plan, plan_lines
 from ansible_collections.portico.gateway.plugins.module_utils.nft_cli import (
     Nft,
     NftError,
@@ -201,6 +237,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.nft_render import 
     EgressSnat,
     RenderOptions,
     describe,
+    options_to_dict,
     render_rulesets,
 )
 
@@ -218,6 +255,21 @@ def _write_atomic(path: str, text: str) -> None:
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(tmp, path)
+
+
+def _applied(paths: dict[str, str]) -> tuple[dict[str, dict], dict | None]:
+    """The LBs and render options last applied here. The dataplane record is rewritten with every
+    change (health-check-only ones too); the model file is kept only for hosts converged before it existed."""
+    record = json.loads(_read(paths["dataplane"]) or "null")
+    if isinstance(record, dict) and isinstance(record.get("loadbalancers"), list):
+        return {lb["name"]: lb for lb in record["loadbalancers"]}, record.get("options")
+    return json.loads(_read(paths["model"]) or "{}"), None
+
+
+def _with_plan(result: dict, before: dict[str, dict], after: dict[str, dict],
+               before_options: dict | None, after_options: dict | None) -> dict:
+    plan = lb_plan(before, after, before_options, after_options)
+    return {**result, "plan": plan, "plan_lines": plan_lines(plan)}
 
 
 def _model_changes(before: dict[str, dict], after: dict[str, dict]) -> tuple[list[str], list[str], list[str]]:
@@ -259,8 +311,9 @@ def _absent(module: AnsibleModule, nft: Nft, paths: dict[str, str]) -> None:
         listing = nft.list_table(table)
     except NftError as err:
         module.fail_json(msg=str(err))
-    before_model = json.loads(_read(paths["model"]) or "{}")
+    before_model, before_options = _applied(paths) if listing is not None else ({}, None)
     result = {"changed": listing is not None, "digest": "", "added": [], "removed": sorted(before_model), "updated": [], "drift": False}
+    result = _with_plan(result, before_model, {}, None, None)
     if module._diff:
         result["diff"] = {"before": _read(paths["view"]) or "", "after": "", "before_header": f"inet {table}", "after_header": "absent"}
     if listing is not None and not module.check_mode:
@@ -348,11 +401,13 @@ def _converge(module: AnsibleModule, nft: Nft, lbs: Sequence[LoadBalancer], opti
     record = dataplane_record(lbs, options, digest, params["pools"])
     record_changed = _read(paths["dataplane"]) != record
     changed = live_digest != digest or drift or record_changed
-    before_model = json.loads(_read(paths["model"]) or "{}") if live is not None else {}
+    # No live table: everything is new, whatever the files say.
+    before_model, before_options = _applied(paths) if live is not None else ({}, None)
     added, removed, updated = _model_changes(before_model, after_model)
     result = {"changed": changed, "digest": digest, "script_path": paths["script"],
               "added": added, "removed": removed, "updated": updated, "drift": drift,
               "withheld": {name: sorted(addresses) for name, addresses in sorted(withheld.items())}}
+    result = _with_plan(result, before_model, after_model, before_options, options_to_dict(options))
     if module._diff:
         before_view = (_read(paths["view"]) or "") if live is not None else ""
         if drift:

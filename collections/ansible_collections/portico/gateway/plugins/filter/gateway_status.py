@@ -1,0 +1,17 @@
+# -*- coding: utf-8 -*-
+# Copyright: Portico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters over gateway status: the post-check's endpoints and the status play's table."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ansible_collections.portico.gateway.plugins.module_utils.gateway_status import status_table, tcp_endpoints
+
+
+class FilterModule:
+    """Gateway status filters."""
+
+    def filters(self) -> dict[str, Callable[..., Any]]:
+        return {"tcp_endpoints": tcp_endpoints, "vip_status_table": status_table}

@@ -1,0 +1,61 @@
+"""Watch semantics of the API stand-in that a long-running watcher relies on: bookmarks, and an
+open watch of a quiet resource that does not expire while other resources change."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+from kubernetes import client
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # for tests.k8s_stub, whatever directory pytest was started from
+    sys.path.insert(0, str(REPO))
+
+from ansible_collections.portico.gateway.plugins.module_utils.k8s_client import K8sAuth, api_client  # noqa: E402
+from tests.k8s_stub import FakeApiServer  # noqa: E402
+
+LAB = REPO / "tests/k8s_stub/fixtures/lab"
+
+
+@pytest.fixture
+def small(tmp_path: pathlib.Path) -> Iterator[tuple[FakeApiServer, client.CoreV1Api]]:
+    with FakeApiServer(fixtures=LAB, history=5) as api:
+        yield api, client.CoreV1Api(api_client(K8sAuth(kubeconfig=str(api.write_kubeconfig(tmp_path / "kc")))))
+
+
+def raw_watch(core: client.CoreV1Api, **kwargs: Any) -> list[dict[str, Any]]:
+    response = core.list_node(watch=True, _preload_content=False, **kwargs)
+    return [json.loads(line) for line in response.data.decode().splitlines() if line.strip()]
+
+
+def test_a_watch_that_times_out_ends_with_a_bookmark_of_the_current_version(small):
+    api, core = small
+    start = core.list_node().metadata.resource_version
+    core.patch_namespaced_service("echo", "default", {"metadata": {"labels": {"x": "1"}}})
+    events = raw_watch(core, resource_version=start, timeout_seconds=1, allow_watch_bookmarks=True)
+    assert [e["type"] for e in events] == ["BOOKMARK"]
+    assert int(events[0]["object"]["metadata"]["resourceVersion"]) == api.store.rv > int(start)
+    assert raw_watch(core, resource_version=start, timeout_seconds=1) == []  # only when asked for
+
+
+def test_an_open_watch_of_a_quiet_resource_outlives_the_history_of_others(small):
+    api, core = small
+    start = core.list_node().metadata.resource_version
+    found: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: found.extend(raw_watch(core, resource_version=start, timeout_seconds=3)))
+    reader.start()
+    time.sleep(0.3)
+    for index in range(12):  # more than the history of 5
+        core.patch_namespaced_service("echo", "default", {"metadata": {"labels": {"n": str(index)}}})
+        time.sleep(0.02)
+    core.patch_node("node1", {"metadata": {"labels": {"seen": "yes"}}})
+    reader.join()
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in found] == [("MODIFIED", "node1")]
+    # A watch that starts from that old version is still gone, as on the real API.
+    assert raw_watch(core, resource_version=start, timeout_seconds=1)[0]["object"]["code"] == 410
