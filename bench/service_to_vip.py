@@ -67,7 +67,7 @@ def wait_until_in_table(address: str, timeout: float, present: bool = True) -> f
     """Epoch at which ``address`` is in (or, with present=False, gone from) gw1's table."""
     negate = "" if present else "! "
     script = (f"end=$(( $(date +%s) + {int(timeout)} )); "
-              f"while [ $(date +%s) -lt $end ]; do if {negate}nft list table inet portico | grep -q '{address}'; then "
+              f"while [ $(date +%s) -lt $end ]; do if {negate}nft list table inet portico | grep -qw '{address}'; then "
               "date +%s.%N; exit 0; fi; sleep 0.05; done")
     out = exec_in("gw1", script, timeout)
     return float(out) if out else None

@@ -95,3 +95,17 @@ def test_status_table_marks_a_drained_gateway() -> None:
     lines = status_table({"gw1": _bgp(drained=True), "gw2": _bgp()})
     row = next(line for line in lines if line.startswith("203.0.113.10"))
     assert "gw1 (drained), gw2" in row, row
+
+
+def test_a_change_that_leaves_a_healthy_vip_without_backends_is_a_problem() -> None:
+    healthd = {"daemon_running": True, "vips": {"203.0.113.10": {"healthy": 0, "total": 3, "announced": False}}}
+    status = _bgp(healthd=healthd, advertised={"198.18.0.1": []}, expect_vips=["203.0.113.10"],
+                  expect_healthy=["203.0.113.10"])
+    assert any("had healthy backends before this change, now 0/3" in p for p in status["problems"])
+    # Already all down before the change: not this change's fault.
+    assert _bgp(healthd=healthd, advertised={"198.18.0.1": []}, expect_vips=["203.0.113.10"])["problems"] == []
+
+
+def test_vip_the_health_checker_does_not_know_yet_is_a_problem() -> None:
+    status = _bgp(expect_vips=["203.0.113.10", "203.0.113.20"])
+    assert status["problems"] == ["VIP 203.0.113.20: not known to the health checker (new configuration not loaded)"]

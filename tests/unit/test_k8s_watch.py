@@ -135,6 +135,20 @@ def test_full_resync_on_the_timer_even_without_changes():
     assert deb.due_at(321.0) == 600.0 and deb.take(599.0) is None and deb.take(600.0).full
 
 
+def test_a_failed_resync_backs_off_instead_of_rerunning_at_once():
+    deb = Debouncer(SETTINGS, now=0.0)
+    batch, now = deb.take(300.0), 300.0
+    for expected in (1, 2, 4, 8):
+        delay = deb.finish(batch, ok=False, now=now)
+        assert delay == expected
+        assert deb.due_at(now) == now + delay and deb.take(now + delay - 0.01) is None
+        now += delay
+        batch = deb.take(now)
+        assert batch.full
+    deb.finish(batch, ok=True, now=now + 1)
+    assert deb.due_at(now + 1) == now + 300.0
+
+
 def test_a_full_request_runs_at_once_and_carries_pending_keys():
     deb = Debouncer(DebounceSettings(resync=0), now=0.0)
     assert deb.due_at(0.0) is None  # resync 0: no timer

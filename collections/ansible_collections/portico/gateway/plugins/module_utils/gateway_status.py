@@ -51,12 +51,18 @@ def evaluate(
     held: Sequence[str],
     answers: Mapping[str, bool],
     drained: bool,
+    expect_vips: Sequence[str] = (),
+    expect_healthy: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Per-VIP view of this gateway and the problems a post-check fails on.
 
     ``answers`` maps "vip:port/proto" to whether a connection through the VIP succeeded.
     A VIP counts as announced here when this gateway attracts its traffic: BGP advertised
     to at least one peer, the VRRP master holds it, or (single) the health checker serves it.
+    ``expect_vips`` are the VIPs of the configuration just applied (the health checker must
+    know them all); ``expect_healthy`` those that had a healthy backend before the change
+    (a change must not leave one of them with none). A VIP whose backends were already all
+    down is not the change's fault, so it does not stop a rollout.
     """
     problems: list[str] = []
     vip_health: Mapping[str, Any] = (healthd or {}).get("vips", {}) if healthd else {}
@@ -92,6 +98,12 @@ def evaluate(
         for key, ok in sorted(vip_answers.items()):
             if not ok and healthy > 0:
                 problems.append(f"VIP {vip}: {key} does not answer")
+    if healthd is not None:
+        for vip in sorted(set(expect_vips) - set(vip_health), key=str):
+            problems.append(f"VIP {vip}: not known to the health checker (new configuration not loaded)")
+        for vip in sorted(set(expect_healthy) & set(expect_vips or vip_health), key=str):
+            if vip in vips and vips[vip]["healthy"] == 0:
+                problems.append(f"VIP {vip}: had healthy backends before this change, now 0/{vips[vip]['total']}")
     return {"mode": mode, "drained": drained, "vips": vips, "bgp_peers": dict(bgp_peers or {}), "problems": problems}
 
 

@@ -302,7 +302,9 @@ class Debouncer:
         """When ``take`` may next return a batch (None: not before a change or a finished run)."""
         if self._running is not None:
             return None
-        when = self._next_resync
+        # A pending full run (a failed resync among them) waits for its back-off, not for the
+        # resync time that already passed.
+        when = self._next_resync if self._full is None else math.inf
         if self._has_work():
             if self._full is not None or self._retry:
                 ready = now

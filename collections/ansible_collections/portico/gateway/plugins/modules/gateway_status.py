@@ -55,6 +55,18 @@ options:
     description: The gateway is drained on purpose (C(playbooks/drain.yml)); advertisement is not required.
     type: bool
     default: false
+  expect_vips:
+    description: VIPs of the configuration just applied; each one the health checker does not know is a problem.
+    type: list
+    elements: str
+    default: []
+  expect_healthy:
+    description:
+      - VIPs that had a healthy backend before the change; each one left with none is a problem.
+      - VIPs whose backends were all down already are not the change's fault and are not listed.
+    type: list
+    elements: str
+    default: []
 notes:
   - Supports check mode; it only reads.
 """
@@ -181,6 +193,8 @@ def main() -> None:
                          options=dict(address=dict(type="str", required=True), port=dict(type="int", required=True))),
             connect_timeout=dict(type="float", default=2.0),
             drained=dict(type="bool", default=False),
+            expect_vips=dict(type="list", elements="str", default=[]),
+            expect_healthy=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
     )
@@ -188,7 +202,8 @@ def main() -> None:
     peers, advertised = _bgp(module) if mode == "bgp" else ({}, {})
     result = evaluate(mode=mode, healthd=_healthd(module), bgp_peers=peers if mode == "bgp" else None,
                       advertised=advertised, held=_held(module) if mode == "vrrp" else [],
-                      answers=_answers(module), drained=module.params["drained"])
+                      answers=_answers(module), drained=module.params["drained"],
+                      expect_vips=module.params["expect_vips"], expect_healthy=module.params["expect_healthy"])
     module.exit_json(changed=False, **result)
 
 
