@@ -21,7 +21,7 @@ HEALTHD = {"daemon_running": True, "vips": {
 def _bgp(**overrides: Any) -> dict[str, Any]:
     args: dict[str, Any] = dict(mode="bgp", healthd=HEALTHD, bgp_peers={"198.18.0.1": "Established"},
                                 advertised={"198.18.0.1": ["203.0.113.10/32"]}, held=[],
-                                answers={"203.0.113.10:80/tcp": True}, drained=False)
+                                answers=[("203.0.113.10", 80, True)], drained=False)
     args.update(overrides)
     return evaluate(**args)
 
@@ -44,8 +44,8 @@ def test_served_but_not_advertised_is_a_problem_unless_drained() -> None:
 
 
 def test_vip_that_does_not_answer_is_a_problem_only_with_healthy_backends() -> None:
-    assert any("203.0.113.10:80/tcp does not answer" in p for p in _bgp(answers={"203.0.113.10:80/tcp": False})["problems"])
-    assert _bgp(answers={"[2001:db8:113::10]:80/tcp": False})["problems"] == []
+    assert any("203.0.113.10:80/tcp does not answer" in p for p in _bgp(answers=[("203.0.113.10", 80, False)])["problems"])
+    assert _bgp(answers=[("2001:db8:113::10", 80, False)])["problems"] == []
 
 
 def test_health_checker_down_or_missing_is_a_problem() -> None:
@@ -60,8 +60,8 @@ def test_withdrawn_vip_with_healthy_backends_is_a_problem() -> None:
 
 def test_vrrp_announces_what_the_gateway_holds() -> None:
     master = evaluate(mode="vrrp", healthd=HEALTHD, bgp_peers=None, advertised=None, held=["203.0.113.10"],
-                      answers={}, drained=False)
-    backup = evaluate(mode="vrrp", healthd=HEALTHD, bgp_peers=None, advertised=None, held=[], answers={}, drained=False)
+                      answers=[], drained=False)
+    backup = evaluate(mode="vrrp", healthd=HEALTHD, bgp_peers=None, advertised=None, held=[], answers=[], drained=False)
     assert master["vips"]["203.0.113.10"]["announced"] and not backup["vips"]["203.0.113.10"]["announced"]
     assert master["problems"] == backup["problems"] == []
 

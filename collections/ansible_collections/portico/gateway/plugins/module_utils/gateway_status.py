@@ -33,6 +33,11 @@ def parse_bgp_summary(summary: Mapping[str, Any]) -> dict[str, str]:
     return peers
 
 
+def endpoint_key(address: str, port: int) -> str:
+    """How a TCP check through a VIP is named in results: ``vip:port/tcp``, IPv6 in brackets."""
+    return f"[{address}]:{port}/tcp" if ":" in address else f"{address}:{port}/tcp"
+
+
 def advertised_vips(vips: Sequence[str], advertised: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """VIP -> peers it is advertised to, from each peer's advertised prefixes."""
     result: dict[str, list[str]] = {}
@@ -49,14 +54,14 @@ def evaluate(
     bgp_peers: Mapping[str, str] | None,
     advertised: Mapping[str, Sequence[str]] | None,
     held: Sequence[str],
-    answers: Mapping[str, bool],
+    answers: Sequence[tuple[str, int, bool]],
     drained: bool,
     expect_vips: Sequence[str] = (),
     expect_healthy: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Per-VIP view of this gateway and the problems a post-check fails on.
 
-    ``answers`` maps "vip:port/proto" to whether a connection through the VIP succeeded.
+    ``answers`` lists (vip, port, whether a TCP connection through it succeeded).
     A VIP counts as announced here when this gateway attracts its traffic: BGP advertised
     to at least one peer, the VRRP master holds it, or (single) the health checker serves it.
     ``expect_vips`` are the VIPs of the configuration just applied (the health checker must
@@ -88,7 +93,7 @@ def evaluate(
             announced = vip in held_set
         else:
             announced = served
-        vip_answers = {key: ok for key, ok in answers.items() if key.rsplit(":", 1)[0].strip("[]") == vip}
+        vip_answers = {endpoint_key(address, port): ok for address, port, ok in answers if address == vip}
         vips[vip] = {"healthy": healthy, "total": total, "served": served, "announced": announced,
                      "peers": by_peer.get(vip, []), "answers": vip_answers}
         if healthy > 0 and not served:

@@ -169,16 +169,15 @@ def _held(module: AnsibleModule) -> list[str]:
     return [info["local"] for link in json.loads(out) for info in link.get("addr_info", []) if "local" in info]
 
 
-def _answers(module: AnsibleModule) -> dict[str, bool]:
-    answers: dict[str, bool] = {}
+def _answers(module: AnsibleModule) -> list[tuple[str, int, bool]]:
+    answers: list[tuple[str, int, bool]] = []
     for target in module.params["connect"]:
         address, port = target["address"], target["port"]
-        key = f"[{address}]:{port}/tcp" if ":" in address else f"{address}:{port}/tcp"
         try:
             with socket.create_connection((address, port), timeout=module.params["connect_timeout"]):
-                answers[key] = True
+                answers.append((address, port, True))
         except OSError:
-            answers[key] = False
+            answers.append((address, port, False))
     return answers
 
 

@@ -234,9 +234,9 @@ from ansible_collections.portico.gateway.plugins.module_utils.nft_cli import (
     without_health_owned_elements,
 )
 from ansible_collections.portico.gateway.plugins.module_utils.nft_render import (
-    EgressSnat,
     RenderOptions,
     describe,
+    options_from_dict,
     options_to_dict,
     render_rulesets,
 )
@@ -280,16 +280,9 @@ def _model_changes(before: dict[str, dict], after: dict[str, dict]) -> tuple[lis
 
 
 def _options(params: dict) -> RenderOptions:
-    egress = tuple(
-        EgressSnat(source=rule["source"], to_address=rule.get("to_address"), out_interface=rule.get("out_interface"))
-        for rule in params["egress_snat"]
-    )
-    return RenderOptions(
-        table=params["table"], hash_seed=params["hash_seed"], slots_per_backend=params["slots_per_backend"],
-        snat_mark=params["snat_mark"], allow_icmp=params["allow_icmp"],
-        local_dispatch=params["local_dispatch"], egress_snat=egress,
-        snat_all=params["snat_all"], snat_source4=params["snat_source4"], snat_source6=params["snat_source6"],
-    )
+    fields = ("table", "hash_seed", "slots_per_backend", "snat_mark", "allow_icmp", "local_dispatch",
+              "egress_snat", "snat_all", "snat_source4", "snat_source6")
+    return options_from_dict({name: params[name] for name in fields})
 
 
 def _check_snat_sources(module: AnsibleModule) -> None:
