@@ -7,10 +7,11 @@ lo, so the whole range is local) answered by one accept-and-close listener on :8
 backends (198.19.255.1-3, ports 9001-9003), each behind its own listener process.
 
   1. CPU: the real daemon (system python3) checking all backends at --interval-ms, against
-     a bare prober that runs the same probes with the same `health_probes.run_probe` on
-     the daemon's schedule and nothing else (no state, no nft, no metrics). Same
-     namespace, listeners, CPU pinning and window length; windows run bare, daemon,
-     (detection), daemon, bare; reported as daemon/bare.
+     a bare prober that runs the same checks through the daemon's own `ProbeScheduler`
+     and nothing else (no state, no nft, no metrics) -> daemon/bare is the bookkeeping;
+     and against a coroutine per check (the design the scheduler replaced) -> bare/coroutine
+     is what the scheduler saves. Same namespace, listeners, CPU pinning and window length;
+     windows run coroutine, bare, daemon, (detection), daemon, bare, coroutine.
   2. Detection: with that load running, kill one detection listener, time until the daemon
      has applied the change (`applied_at` in /status), check the backend left the nft
      slot map; restart it and time its return. Compared with interval x fall + interval.
@@ -90,15 +91,15 @@ while True:
     conn.close()
 """
 
-# The baseline: the daemon's probe function on the daemon's schedule (same phase spread,
-# absolute due times, missed ticks skipped), and nothing else. Counters on SIGUSR1.
-BARE_PROBER = r"""
+# Both probers read the dataplane file, build the daemon's checks and print their counters
+# on SIGUSR1; they differ only in how probes are scheduled and run.
+_PROBER_COMMON = r"""
 import asyncio, json, os, signal, sys
 sys.path.insert(0, os.environ["PORTICO_PYTHONPATH"])
-from ansible_collections.portico.gateway.plugins.module_utils.health_probes import run_probe
-from ansible_collections.portico.gateway.plugins.module_utils.health_state import checks_for, first_due, next_due
+from ansible_collections.portico.gateway.plugins.module_utils.health_state import checks_for
 from ansible_collections.portico.gateway.plugins.module_utils.ipam import parse_pools
 from ansible_collections.portico.gateway.plugins.module_utils.lb_model import parse_loadbalancers
+from ansible_collections.portico.gateway.plugins.module_utils.probe_scheduler import first_due, next_due
 
 with open(sys.argv[1], encoding="utf-8") as handle:
     raw = json.load(handle)
@@ -106,35 +107,75 @@ model = parse_loadbalancers(raw["loadbalancers"], parse_pools(raw.get("pools", {
 checks = [check for lb in model.loadbalancers for check in checks_for(lb)]
 stats = {"checks": len(checks), "ok": 0, "fail": 0, "lag_sum": 0.0, "lag_count": 0, "lag_max": 0.0}
 
+def count(ok, lag):
+    stats["lag_sum"] += lag
+    stats["lag_count"] += 1
+    if lag > stats["lag_max"]:
+        stats["lag_max"] = lag
+    stats["ok" if ok else "fail"] += 1
+
+async def serve(start):
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: print(json.dumps(stats), flush=True))
+    stop_all = start(loop)
+    print(json.dumps({"ready": len(checks)}), flush=True)
+    await stop.wait()
+    stop_all()
+"""
+
+# The baseline: the daemon's own ProbeScheduler (same probe code, phase spread, absolute
+# due times, missed ticks skipped), and nothing else: no rise/fall, no nft, no metrics.
+BARE_PROBER = _PROBER_COMMON + r"""
+from ansible_collections.portico.gateway.plugins.module_utils.probe_scheduler import ProbeScheduler
+
+def start(loop):
+    scheduler = ProbeScheduler(loop, lambda key, result, lag: count(result.ok, lag))
+    for check in checks:
+        scheduler.set(check.key, check.target, check.interval)
+    return scheduler.close
+
+asyncio.run(serve(start))
+"""
+
+# A reference for the scheduler itself: the design it replaced (portico 0.4), a coroutine
+# per check sleeping until its due time and a TCP connect under wait_for. Same schedule,
+# same socket options, so the difference is the per-probe cost of tasks and futures.
+COROUTINE_PROBER = _PROBER_COMMON + r"""
+import socket, struct
+LINGER_RST = struct.pack("ii", 1, 0)
+
+async def connect(loop, target):
+    sock = socket.socket(socket.AF_INET6 if ":" in target.address else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
+        await loop.sock_connect(sock, (target.address, target.port))
+    finally:
+        sock.close()
+
 async def probe_forever(check):
     loop = asyncio.get_running_loop()
-    interval, target = check.interval, check.target
-    due = first_due(check.key, interval, loop.time())
+    due = first_due(check.key, check.interval, loop.time())
     while True:
         delay = due - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
         lag = max(0.0, loop.time() - due)
-        stats["lag_sum"] += lag
-        stats["lag_count"] += 1
-        if lag > stats["lag_max"]:
-            stats["lag_max"] = lag
-        result = await run_probe(target)
-        stats["ok" if result.ok else "fail"] += 1
-        due = next_due(due, interval, loop.time())
+        try:
+            await asyncio.wait_for(connect(loop, check.target), check.target.timeout)
+            ok = True
+        except (OSError, asyncio.TimeoutError):
+            ok = False
+        count(ok, lag)
+        due = next_due(due, check.interval, loop.time())
 
-async def main():
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, lambda: print(json.dumps(stats), flush=True))
+def start(loop):
     tasks = [loop.create_task(probe_forever(check)) for check in checks]
-    print(json.dumps({"ready": len(checks)}), flush=True)
-    await stop.wait()
-    for task in tasks:
-        task.cancel()
+    return lambda: [task.cancel() for task in tasks]
 
-asyncio.run(main())
+asyncio.run(serve(start))
 """
 
 
@@ -563,18 +604,19 @@ def daemon_counters() -> dict[str, float]:
             "lag_max": m["portico_healthd_schedule_lag_max_seconds"]}
 
 
-def bare_window(lab: Lab, checks: int, label: str, order: int) -> CpuWindow:
+def prober_window(lab: Lab, checks: int, script: str, label: str, order: int) -> CpuWindow:
     env = {**os.environ, "PORTICO_PYTHONPATH": str(REPO / "collections")}
-    proc = lab.spawn([SYSTEM_PYTHON, "-c", BARE_PROBER, str(lab.dataplane_file)], lab.daemon_cpu, "bare.log",
+    log = label.split()[0] + ".log"
+    proc = lab.spawn([SYSTEM_PYTHON, "-c", script, str(lab.dataplane_file)], lab.daemon_cpu, log,
                      env=env, stdout_pipe=True)
     lab.bare = proc
-    ready = json.loads(read_line(proc, 30, "bare prober"))
+    ready = json.loads(read_line(proc, 30, f"{label} prober"))
     if ready.get("ready") != checks:
-        raise BenchError(f"bare prober built {ready.get('ready')} checks, expected {checks}")
+        raise BenchError(f"{label} prober built {ready.get('ready')} checks, expected {checks}")
 
     def counters() -> dict[str, float]:
         proc.send_signal(signal.SIGUSR1)
-        return json.loads(read_line(proc, 10, "bare prober counters"))
+        return json.loads(read_line(proc, 10, f"{label} prober counters"))
 
     time.sleep(lab.settings.settle)
     window = measure_window(label, order, proc.pid, lab.daemon_cpu, lab.settings.seconds, counters)
@@ -692,17 +734,18 @@ def mean(values: Sequence[float]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def report(lab: Lab, checks: int, lbs: int, bare: list[CpuWindow], daemon: list[CpuWindow], trials: list[Trial],
-           extra: dict[str, Any], elapsed: float) -> list[str]:
+def report(lab: Lab, checks: int, lbs: int, coroutine: list[CpuWindow], bare: list[CpuWindow], daemon: list[CpuWindow],
+           trials: list[Trial], extra: dict[str, Any], elapsed: float) -> list[str]:
     s = lab.settings
-    where = (f"daemon and bare prober pinned to CPU {lab.daemon_cpu}, listeners and this script to CPU {lab.server_cpu}"
+    where = (f"probers pinned to CPU {lab.daemon_cpu}, listeners and this script to CPU {lab.server_cpu}"
              if lab.daemon_cpu is not None else "unpinned")
     expected = checks / s.interval
-    windows = sorted([*bare, *daemon], key=lambda w: w.order)
+    windows = sorted([*coroutine, *bare, *daemon], key=lambda w: w.order)
 
     def row(label: str, getter: Callable[[CpuWindow], float], digits: int, with_ratio: bool = True) -> str:
-        b, d = mean([getter(w) for w in bare]), mean([getter(w) for w in daemon])
-        return f"{label:<46} | {b:>11.{digits}f} | {d:>11.{digits}f} | {ratio(d, b) if with_ratio else '':>11}"
+        c, b, d = (mean([getter(w) for w in side]) for side in (coroutine, bare, daemon))
+        ratios = f"{ratio(d, b):>11} | {ratio(b, c):>14}" if with_ratio else f"{'':>11} | {'':>14}"
+        return f"{label:<46} | {c:>11.{digits}f} | {b:>11.{digits}f} | {d:>11.{digits}f} | {ratios}"
 
     lines = [
         f"portico-healthd: {checks} TCP checks ({s.backends} load + {len(DETECT_BACKENDS)} detection) in {lbs} LBs, "
@@ -710,9 +753,10 @@ def report(lab: Lab, checks: int, lbs: int, bare: list[CpuWindow], daemon: list[
         f"{where}; table loaded by {lab.converge_how} in {lab.converge_seconds:.1f}s; {elapsed:.0f}s total; "
         f"load average {extra.get('loadavg_start', '?')} at start, {extra.get('loadavg_end', '?')} at end",
         "",
-        f"Steady state, all backends up: {len(bare) + len(daemon)} windows of {s.seconds:.0f}s "
+        f"Steady state, all backends up: {len(windows)} windows of {s.seconds:.0f}s "
         f"({' -> '.join(w.label for w in windows)}), mean per prober",
-        f"{'metric':<46} | {'bare prober':>11} | {'daemon':>11} | {'daemon/bare':>11}",
+        f"{'metric':<46} | {'coroutine':>11} | {'bare prober':>11} | {'daemon':>11} | {'daemon/bare':>11} | "
+        f"{'bare/coroutine':>14}",
         row("CPU us per probe (utime+stime / probes)", lambda w: w.us_per_probe, 1),
         row(f"CPU % for the full schedule ({expected:.0f}/s)", lambda w: w.us_per_probe * expected / 1e4, 1),
         row("CPU % of one core, measured", lambda w: w.cpu_percent, 1),
@@ -724,8 +768,8 @@ def report(lab: Lab, checks: int, lbs: int, bare: list[CpuWindow], daemon: list[
         lines.append(row(f"CPU {lab.daemon_cpu} busy % (all tasks, /proc/stat)", lambda w: w.cpu_busy_percent, 1, False))
         lines.append(row("  of which other tasks (busy - prober)", lambda w: w.cpu_busy_percent - w.cpu_percent, 1, False))
     lines += [
-        f"{'schedule lag max ms (since start, 1st window)':<46} | {bare[0].lag_max_ms:>11.1f} | "
-        f"{daemon[0].lag_max_ms:>11.1f} |",
+        f"{'schedule lag max ms (since start, 1st window)':<46} | {coroutine[0].lag_max_ms:>11.1f} | "
+        f"{bare[0].lag_max_ms:>11.1f} | {daemon[0].lag_max_ms:>11.1f} |",
         "per window CPU %: " + ", ".join(f"{w.label} {w.cpu_percent:.1f}" for w in windows)
         + f"; load backends marked down: {extra.get('load_downs', 0):.0f}; conntrack entries: {extra.get('conntrack', '?')}",
     ]
@@ -803,27 +847,31 @@ def run_bench(settings: Settings) -> int:
               f"{lab.converge_seconds:.1f}s", file=sys.stderr)
         detect_lb = next(lb for lb in lbs if lb.name == DETECT_LB)
         extra["nft_alone_ms"] = nft_update_alone(detect_lb)
-        # bare, daemon, (detection), daemon, bare: slow drift from other jobs cancels in the means.
-        bare = [bare_window(lab, checks, "bare 1", order=0)]
+        # coroutine, bare, daemon, (detection), daemon, bare, coroutine: slow drift from other
+        # jobs cancels in the means.
+        coroutine = [prober_window(lab, checks, COROUTINE_PROBER, "coroutine 1", order=0)]
+        bare = [prober_window(lab, checks, BARE_PROBER, "bare 1", order=1)]
         start_daemon(lab, checks)
         assert lab.daemon is not None
-        daemon = [daemon_window(lab, "daemon 1", order=1)]
+        daemon = [daemon_window(lab, "daemon 1", order=2)]
         extra["conntrack"] = conntrack_count()
         trials = detection_trials(lab, nft_render.service_ports([detect_lb])[0].slot_map)
-        daemon.append(daemon_window(lab, "daemon 2", order=2))
+        daemon.append(daemon_window(lab, "daemon 2", order=3))
         extra["load_downs"] = daemon_metrics().get("load_downs", 0.0)
         extra["state_file_kb"] = lab.state_file.stat().st_size / 1024
         stop(lab.daemon)
         lab.daemon = None
-        bare.append(bare_window(lab, checks, "bare 2", order=3))
+        bare.append(prober_window(lab, checks, BARE_PROBER, "bare 2", order=4))
+        coroutine.append(prober_window(lab, checks, COROUTINE_PROBER, "coroutine 2", order=5))
         extra["loadavg_end"] = loadavg()
         elapsed = time.monotonic() - started
-        print("\n" + "\n".join(report(lab, checks, len(lbs), bare, daemon, trials, extra, elapsed)))
+        print("\n" + "\n".join(report(lab, checks, len(lbs), coroutine, bare, daemon, trials, extra, elapsed)))
         if settings.json_path:
             with open(settings.json_path, "w", encoding="utf-8") as handle:
                 json.dump({"settings": asdict(settings), "checks": checks, "loadbalancers": len(lbs),
                            "daemon_cpu": daemon_cpu, "server_cpu": server_cpu, "converge": lab.converge_how,
                            "converge_seconds": lab.converge_seconds, "bare": [asdict(w) for w in bare],
+                           "coroutine": [asdict(w) for w in coroutine],
                            "daemon": [asdict(w) for w in daemon], "trials": [asdict(t) for t in trials],
                            "extra": extra, "bound_ms": settings.bound * 1000,
                            "rise_bound_ms": settings.rise_bound * 1000, "elapsed_seconds": elapsed}, handle, indent=1)

@@ -240,6 +240,17 @@ def test_tcp_closed_port_fails_fast_with_refused():
 
 
 @needs_ipv6
+def test_tcp_connect_that_never_completes_times_out():
+    # A full accept queue (backlog 0, one connection queued) makes the kernel drop further SYNs.
+    with socket.socket() as listener, socket.socket() as queued:
+        listener.bind((V4, 0))
+        listener.listen(0)
+        queued.connect(listener.getsockname())
+        result = probe("tcp", V4, listener.getsockname()[1], timeout=0.2)
+    assert result.detail == "timeout" and not result.ok
+    assert 0.19 <= result.latency < 0.5, result
+
+
 def test_tcp_ipv6_loopback():
     with TcpServer(V6) as server:
         assert probe("tcp", V6, server.port).detail == "ok"

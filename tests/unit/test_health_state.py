@@ -203,7 +203,7 @@ def test_health_owned_elements_read_the_same_from_a_script_and_a_listing():
 
 
 def test_schedule_is_absolute_and_skips_missed_ticks():
-    from ansible_collections.portico.gateway.plugins.module_utils.health_state import first_due, next_due
+    from ansible_collections.portico.gateway.plugins.module_utils.probe_scheduler import first_due, next_due
     first = first_due("web|192.0.2.11", 0.2, 100.0)
     assert 100.0 <= first < 100.2 and first == first_due("web|192.0.2.11", 0.2, 100.0)
     assert next_due(10.0, 0.2, 10.05) == pytest.approx(10.2)  # on time: exactly one interval later

@@ -1,13 +1,15 @@
 # -*- coding: utf-8 -*-
 # Copyright: Portico developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Health probes for backends: one asyncio coroutine per check, built for volume.
+"""Health probes for backends, built for volume.
 
 ``portico-healthd`` probes about 1,000 backends every 200 ms on one core, so
-every probe is a bare non-blocking socket driven by the loop's ``sock_*`` calls
-(no streams, no transports, no DNS: addresses must be IP literals).
+every probe is a bare non-blocking socket (no streams, no transports, no DNS:
+addresses must be IP literals).
 
-* ``tcp``: connect, then close. The verdict is the handshake.
+* ``tcp``: connect, then close. The verdict is the handshake. It runs as loop
+  callbacks (``TcpConnectProbe``), not a coroutine: at 5,000 probes/s a task,
+  its futures and ``wait_for`` cost more CPU than the probe itself.
 * ``http``: ``GET <path> HTTP/1.0`` with ``Host``, ``User-Agent: portico-healthd``
   and ``Connection: close``; the status must be in ``expected_status``, and when
   ``expect`` is set the body (first 64 KiB) must contain it. The Kubernetes
@@ -34,7 +36,9 @@ Standard library only, Python 3.9+: runs on gateways with Debian's python3.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
+import os
 import re
 import socket
 import ssl
@@ -91,6 +95,8 @@ class ProbeResult:
 async def run_probe(target: ProbeTarget) -> ProbeResult:
     """Probe one backend; never raises except ``asyncio.CancelledError``."""
     loop = asyncio.get_running_loop()
+    if target.kind == "tcp":
+        return await _await_tcp_connect(loop, target)
     start = loop.time()
     try:
         detail = await asyncio.wait_for(_probe(loop, target), target.timeout)
@@ -100,6 +106,82 @@ async def run_probe(target: ProbeTarget) -> ProbeResult:
     except Exception as exc:  # pylint: disable=broad-except  # a verdict for the daemon, never a crash
         detail = describe_error(exc)
     return ProbeResult(ok=detail == OK, latency=loop.time() - start, detail=detail)
+
+
+class TcpConnectProbe:
+    """One TCP connect check as event-loop callbacks: a non-blocking connect, a
+    writer callback for the handshake's outcome and a timer for the timeout.
+
+    Starts on construction; ``done`` is called exactly once with the result, always
+    from the loop (never from the constructor), unless ``cancel()`` came first.
+    """
+
+    __slots__ = ("_loop", "_done", "_sock", "_start", "_timer", "_watching", "_finished")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, target: ProbeTarget,
+                 done: Callable[[ProbeResult], object]) -> None:
+        self._loop = loop
+        self._done = done
+        self._start = loop.time()
+        self._sock: socket.socket | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._watching = False
+        self._finished = False
+        try:
+            family, sockaddr = _sockaddr(target.address, target.port)
+            self._sock = socket.socket(family, socket.SOCK_STREAM)
+            self._sock.setblocking(False)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+            if target.source:
+                _bind_source(self._sock, target.source)
+            code = self._sock.connect_ex(sockaddr)
+        except Exception as exc:  # pylint: disable=broad-except  # a verdict, never a crash
+            loop.call_soon(self._finish, describe_error(exc))
+            return
+        if code != errno.EINPROGRESS:  # loopback can complete (or refuse) at once
+            loop.call_soon(self._finish, _connect_verdict(code))
+            return
+        loop.add_writer(self._sock.fileno(), self._writable)
+        self._watching = True
+        self._timer = loop.call_at(self._start + target.timeout, self._finish, TIMEOUT)
+
+    def cancel(self) -> None:
+        """Stop without a verdict; the socket is closed."""
+        self._finish(None)
+
+    def _writable(self) -> None:
+        sock = self._sock
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if sock is not None else errno.EBADF
+        self._finish(_connect_verdict(code))
+
+    def _finish(self, detail: str | None) -> None:
+        if self._finished:  # the timeout and the handshake can land in the same loop pass
+            return
+        self._finished = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._sock is not None:
+            if self._watching:
+                self._loop.remove_writer(self._sock.fileno())
+            self._sock.close()  # SO_LINGER (1, 0): RST, no TIME_WAIT
+        if detail is not None:
+            self._done(ProbeResult(ok=detail == OK, latency=self._loop.time() - self._start, detail=detail))
+
+
+def _connect_verdict(code: int) -> str:
+    if code == 0:
+        return OK
+    return describe_error(OSError(code, os.strerror(code)))  # OSError(code) picks the subclass, e.g. refused
+
+
+async def _await_tcp_connect(loop: asyncio.AbstractEventLoop, target: ProbeTarget) -> ProbeResult:
+    outcome: asyncio.Future[ProbeResult] = loop.create_future()
+    probe = TcpConnectProbe(loop, target, outcome.set_result)
+    try:
+        return await outcome
+    except asyncio.CancelledError:
+        probe.cancel()
+        raise
 
 
 def parse_status_line(data: bytes) -> int | None:
@@ -127,7 +209,7 @@ def describe_error(exc: BaseException) -> str:
 async def _probe(loop: asyncio.AbstractEventLoop, target: ProbeTarget) -> str:
     if target.kind == "udp":
         return await _probe_udp(loop, target)
-    if target.kind not in ("tcp", "http", "https"):
+    if target.kind not in ("http", "https"):
         return f"unsupported kind: {target.kind}"
     family, sockaddr = _sockaddr(target.address, target.port)
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -137,8 +219,6 @@ async def _probe(loop: asyncio.AbstractEventLoop, target: ProbeTarget) -> str:
         if target.source:
             _bind_source(sock, target.source)
         await loop.sock_connect(sock, sockaddr)
-        if target.kind == "tcp":
-            return OK
         if target.kind == "http":
             channel: _Channel = _PlainChannel(loop, sock)
         else:

@@ -19,7 +19,6 @@ does not mention is served (new backends start in rotation, like HAProxy's defau
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -71,20 +70,6 @@ def file_signature(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-def first_due(key: str, interval: float, now: float) -> float:
-    """When a check first runs: a stable per-check phase spreads checks over the interval."""
-    phase = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 1000 / 1000.0
-    return now + phase * interval
-
-
-def next_due(due: float, interval: float, now: float) -> float:
-    """Absolute schedule: no drift however long probes take; missed ticks are skipped, not bunched."""
-    due += interval
-    if now > due:
-        due += (int((now - due) / interval) + 1) * interval
-    return due
 
 
 def probe_port(lb: LoadBalancer, backend: Backend) -> int:
