@@ -239,7 +239,6 @@ def test_tcp_closed_port_fails_fast_with_refused():
     assert_fast(result)
 
 
-@needs_ipv6
 def test_tcp_connect_that_never_completes_times_out():
     # A full accept queue (backlog 0, one connection queued) makes the kernel drop further SYNs.
     with socket.socket() as listener, socket.socket() as queued:
@@ -251,6 +250,27 @@ def test_tcp_connect_that_never_completes_times_out():
     assert 0.19 <= result.latency < 0.5, result
 
 
+def test_cancelling_a_tcp_probe_as_its_connect_completes_is_quiet():
+    # The verdict can be queued when the task is cancelled: it must be dropped, not raise in the loop.
+    errors: list[str] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: errors.append(context["message"]))
+        with TcpServer(V4) as server:
+            task = loop.create_task(run_probe(ProbeTarget("tcp", V4, server.port, 2.0)))
+            await asyncio.sleep(0)  # the probe starts its connect
+            time.sleep(0.05)  # the handshake completes while the loop is busy
+            loop.call_soon(task.cancel)
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    assert not errors, errors
+
+
+@needs_ipv6
 def test_tcp_ipv6_loopback():
     with TcpServer(V6) as server:
         assert probe("tcp", V6, server.port).detail == "ok"

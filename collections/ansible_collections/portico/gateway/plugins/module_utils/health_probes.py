@@ -176,7 +176,12 @@ def _connect_verdict(code: int) -> str:
 
 async def _await_tcp_connect(loop: asyncio.AbstractEventLoop, target: ProbeTarget) -> ProbeResult:
     outcome: asyncio.Future[ProbeResult] = loop.create_future()
-    probe = TcpConnectProbe(loop, target, outcome.set_result)
+
+    def deliver(result: ProbeResult) -> None:
+        if not outcome.done():  # cancelled while the verdict was already queued
+            outcome.set_result(result)
+
+    probe = TcpConnectProbe(loop, target, deliver)
     try:
         return await outcome
     except asyncio.CancelledError:
