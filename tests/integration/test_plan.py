@@ -86,10 +86,16 @@ def snapshot(ns: Netns, work: pathlib.Path) -> tuple[str, str, str]:
     return table, addresses, (work / "frr.conf").read_text()
 
 
-def test_plan_lists_exactly_the_inventory_change_and_applies_nothing(netns, tmp_path):
+def workspace(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path, pathlib.Path]:
+    """(gateway state dir, inventory, playbook, plan output dir), with the playbook written."""
     work, inventory, playbook, out = tmp_path / "gw", tmp_path / "hosts.yml", tmp_path / "site.yml", tmp_path / "plan"
     work.mkdir()
     playbook.write_text(yaml.safe_dump(PLAYBOOK, sort_keys=False))
+    return work, inventory, playbook, out
+
+
+def test_plan_lists_exactly_the_inventory_change_and_applies_nothing(netns, tmp_path):
+    work, inventory, playbook, out = workspace(tmp_path)
     write_inventory(inventory, work, [WEB, OLD])
     apply(netns, inventory, playbook)
     before = snapshot(netns, work)
@@ -136,9 +142,7 @@ def test_plan_lists_exactly_the_inventory_change_and_applies_nothing(netns, tmp_
 
 
 def test_plan_after_the_change_is_applied_says_no_change(netns, tmp_path):
-    work, inventory, playbook, out = tmp_path / "gw", tmp_path / "hosts.yml", tmp_path / "site.yml", tmp_path / "plan"
-    work.mkdir()
-    playbook.write_text(yaml.safe_dump(PLAYBOOK, sort_keys=False))
+    work, inventory, playbook, out = workspace(tmp_path)
     write_inventory(inventory, work, [WEB, API])
     apply(netns, inventory, playbook)
     data, markdown = plan(netns, inventory, playbook, out)
@@ -150,9 +154,7 @@ def test_plan_after_the_change_is_applied_says_no_change(netns, tmp_path):
 
 
 def test_plan_of_a_failing_run_still_leaves_the_report(netns, tmp_path):
-    work, inventory, playbook, out = tmp_path / "gw", tmp_path / "hosts.yml", tmp_path / "site.yml", tmp_path / "plan"
-    work.mkdir()
-    playbook.write_text(yaml.safe_dump(PLAYBOOK, sort_keys=False))
+    work, inventory, playbook, out = workspace(tmp_path)
     bad = {**WEB, "ports": [{"protocol": "tcp", "port": 70000}]}
     write_inventory(inventory, work, [bad])
     proc = run(netns, ["bash", str(REPO / ".ci/plan"), str(inventory), str(out)], PORTICO_PLAN_PLAYBOOK=str(playbook))
