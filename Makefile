@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
-export CONTAINERS_CONF := $(CURDIR)/tests/lab/containers.conf
+export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 export PYTHONPATH := $(CURDIR)/collections
 COLLECTION := collections/ansible_collections/portico/gateway
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
@@ -17,16 +17,16 @@ deps:
 lab: deps lab-up lab-converge lab-demo
 
 lab-up:
-	bash tests/lab/lab.sh up
+	bash lab/lab.sh up
 
 lab-converge:
 	ansible-playbook -i inventories/lab playbooks/site.yml
 
 lab-demo:
-	bash tests/lab/demo.sh
+	bash lab/demo.sh
 
 lab-down:
-	bash tests/lab/lab.sh down
+	bash lab/lab.sh down
 
 ## The whole test suite (what CI runs).
 test: deps unit integration lint molecule bench-quick
@@ -38,7 +38,7 @@ integration:
 	$(PYTEST) -q tests/integration
 
 lint:
-	ansible-lint --profile production playbooks roles tests/lab molecule
+	ansible-lint --profile production playbooks roles lab molecule
 	$(MAKE) sanity
 
 sanity:

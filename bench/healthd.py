@@ -52,7 +52,10 @@ from lib.netns_topology import BenchError, _raise_exit, bench_lock, nft_apply, p
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "collections"))
 
-from ansible_collections.portico.gateway.plugins.module_utils import health_state, ipam, lb_model, nft_render  # noqa: E402
+from ansible_collections.portico.gateway.plugins.module_utils.health import state as health_state  # noqa: E402
+from ansible_collections.portico.gateway.plugins.module_utils.model import ipam  # noqa: E402
+from ansible_collections.portico.gateway.plugins.module_utils.model import loadbalancer as lb_model  # noqa: E402
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane import render as nft_render  # noqa: E402
 
 NS = "pb-hd"
 DAEMON = REPO / "roles/healthcheck/files/portico-healthd"
@@ -96,10 +99,10 @@ while True:
 _PROBER_COMMON = r"""
 import asyncio, json, os, signal, sys
 sys.path.insert(0, os.environ["PORTICO_PYTHONPATH"])
-from ansible_collections.portico.gateway.plugins.module_utils.health_state import checks_for
-from ansible_collections.portico.gateway.plugins.module_utils.ipam import parse_pools
-from ansible_collections.portico.gateway.plugins.module_utils.lb_model import parse_loadbalancers
-from ansible_collections.portico.gateway.plugins.module_utils.probe_scheduler import first_due, next_due
+from ansible_collections.portico.gateway.plugins.module_utils.health.state import checks_for
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import parse_pools
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import parse_loadbalancers
+from ansible_collections.portico.gateway.plugins.module_utils.health.scheduler import first_due, next_due
 
 with open(sys.argv[1], encoding="utf-8") as handle:
     raw = json.load(handle)
@@ -128,7 +131,7 @@ async def serve(start):
 # The baseline: the daemon's own ProbeScheduler (same probe code, phase spread, absolute
 # due times, missed ticks skipped), and nothing else: no rise/fall, no nft, no metrics.
 BARE_PROBER = _PROBER_COMMON + r"""
-from ansible_collections.portico.gateway.plugins.module_utils.probe_scheduler import ProbeScheduler
+from ansible_collections.portico.gateway.plugins.module_utils.health.scheduler import ProbeScheduler
 
 def start(loop):
     scheduler = ProbeScheduler(loop, lambda key, result, lag: count(result.ok, lag))

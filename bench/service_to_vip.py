@@ -40,7 +40,7 @@ POD_ADDRESSES = ["198.19.1.10", "198.19.2.10", "198.19.3.10"]
 
 def env() -> dict[str, str]:
     return {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "PYTHONPATH": str(REPO / "collections"),
-            "CONTAINERS_CONF": str(REPO / "tests/lab/containers.conf"), "ANSIBLE_NOCOLOR": "1"}
+            "CONTAINERS_CONF": str(REPO / "lab/containers.conf"), "ANSIBLE_NOCOLOR": "1"}
 
 
 def exec_in(container: str, script: str, timeout: float) -> str:

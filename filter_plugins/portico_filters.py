@@ -35,17 +35,26 @@ def portico_pod_routes(nodes: Iterable[Mapping[str, Any]]) -> list[dict[str, str
     return sorted(routes, key=lambda r: (netaddr.IPNetwork(r["to"]).version, netaddr.IPNetwork(r["to"])))
 
 
-def portico_module_utils_path(name: str) -> str:
-    """Controller path of one of the collection's module_utils, e.g. ``'health_state' | portico_module_utils_path``.
+def portico_module_utils_files(packages: Iterable[str]) -> list[dict[str, str]]:
+    """Every Python file of these module_utils packages: ``{"src": controller path, "path": relative path}``.
 
-    The healthcheck role ships these files to gateways for portico-healthd, so the daemon
-    runs the very model, hashing and nft code the modules use (nothing is copied in the repo).
+    The healthcheck role ships them to gateways for portico-healthd, so the daemon runs the
+    very model, dataplane and health code the modules use. Listing the packages' files here
+    (compiled caches left out) means no hand-kept file list can drift from what the daemon imports.
     """
     package = importlib.import_module("ansible_collections.portico.gateway.plugins.module_utils")
-    path = os.path.join(os.path.dirname(package.__file__ or ""), f"{name}.py")
-    if not os.path.isfile(path):
-        raise ValueError(f"portico_module_utils_path: no module_utils named {name!r} ({path})")
-    return path
+    root = os.path.dirname(package.__file__ or "")
+    files = [{"src": os.path.join(root, "__init__.py"), "path": "__init__.py"}]
+    for name in packages:
+        top = os.path.join(root, name)
+        if not os.path.isfile(os.path.join(top, "__init__.py")):
+            raise ValueError(f"portico_module_utils_files: no module_utils package named {name!r} ({top})")
+        for directory, subdirs, names in os.walk(top):
+            subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
+            for file_name in sorted(n for n in names if n.endswith(".py")):
+                src = os.path.join(directory, file_name)
+                files.append({"src": src, "path": os.path.relpath(src, root)})
+    return files
 
 
 def portico_return_path_instances(
@@ -75,5 +84,5 @@ def portico_return_path_instances(
 class FilterModule:
     def filters(self) -> dict[str, Callable[..., Any]]:
         return {"portico_vip_prefixes": portico_vip_prefixes, "portico_pod_routes": portico_pod_routes,
-                "portico_module_utils_path": portico_module_utils_path,
+                "portico_module_utils_files": portico_module_utils_files,
                 "portico_return_path_instances": portico_return_path_instances}

@@ -14,7 +14,9 @@ from .netns_topology import BACKEND_ADDRS, HTTP_PORT, BenchError
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "collections"))
 
-from ansible_collections.portico.gateway.plugins.module_utils import ipam, lb_model, nft_render  # noqa: E402
+from ansible_collections.portico.gateway.plugins.module_utils.model import ipam  # noqa: E402
+from ansible_collections.portico.gateway.plugins.module_utils.model import loadbalancer as lb_model  # noqa: E402
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane import render as nft_render  # noqa: E402
 
 MEASURED_VIP = "198.51.100.10"
 FILLER_NET = ipaddress.ip_network("198.18.128.0/17")

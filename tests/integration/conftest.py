@@ -1,5 +1,5 @@
 """Fixtures for integration tests that run real Ansible against a private network namespace
-or against the Kubernetes API stand-in (tests/k8s_stub)."""
+or against the Kubernetes API stand-in (lab/k8s_stub)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
-if str(REPO) not in sys.path:  # for tests.k8s_stub, whatever directory pytest was started from
+if str(REPO) not in sys.path:  # for lab.k8s_stub, whatever directory pytest was started from
     sys.path.insert(0, str(REPO))
 
-from tests.k8s_stub import FakeApiServer  # noqa: E402 - needs the path above
+from lab.k8s_stub import FakeApiServer  # noqa: E402 - needs the path above
 
-LAB_FIXTURES = REPO / "tests/k8s_stub/fixtures/lab"
+LAB_FIXTURES = REPO / "lab/k8s_stub/fixtures/lab"
 
 
 def play(tasks: list[dict[str, Any]], tmp: pathlib.Path, *extra: str, prefix: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import pytest
 
-from ansible_collections.portico.gateway.plugins.module_utils.health_probes import (
+from ansible_collections.portico.gateway.plugins.module_utils.health.probes import (
     ProbeResult,
     ProbeTarget,
     run_probe,

@@ -17,9 +17,9 @@ BIN = pathlib.Path(sys.executable).parent
 if str(REPO) not in sys.path:  # the stand-in lives in tests/, importable from the repository root
     sys.path.insert(0, str(REPO))
 
-from tests.k8s_stub.apiserver import FakeApiServer  # noqa: E402  pylint: disable=wrong-import-position
+from lab.k8s_stub.apiserver import FakeApiServer  # noqa: E402  pylint: disable=wrong-import-position
 
-LAB_FIXTURES = REPO / "tests" / "k8s_stub" / "fixtures" / "lab"
+LAB_FIXTURES = REPO / "lab" / "k8s_stub" / "fixtures" / "lab"
 LAB_SERVICES = ["default/dns", "default/echo", "default/echo-dual", "default/echo-local", "team-a/restricted"]
 TEMPLATE = "{{ lookup('pipe','id') }}"
 

@@ -106,7 +106,7 @@ def test_a_concurrent_change_between_read_and_write_is_retried(k8s_lab):
     reads the Service again instead of overwriting someone else's change blindly."""
     from kubernetes.client import CoreV1Api
 
-    from ansible_collections.portico.gateway.plugins.module_utils.k8s_client import K8sAuth, api_client
+    from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import K8sAuth, api_client
     from ansible_collections.portico.gateway.plugins.modules.k8s_service_status import desired_ingress, write_ingress
 
     core = CoreV1Api(api_client(K8sAuth(kubeconfig=str(k8s_lab.kubeconfig))))

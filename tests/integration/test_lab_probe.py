@@ -1,4 +1,4 @@
-"""The lab client tests/lab/files/portico-lab-probe against the lab backend portico-lab-echo, without the lab.
+"""The lab client lab/files/portico-lab-probe against the lab backend portico-lab-echo, without the lab.
 
 portico-lab-echo binds the wildcard address, so both scripts run in a private network namespace
 (the netns fixture) where the only interface is loopback: every address used here is 127.0.0.1,
@@ -23,8 +23,8 @@ import pytest
 from conftest import Netns
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-ECHO = REPO / "tests/lab/files/portico-lab-echo"
-PROBE = REPO / "tests/lab/files/portico-lab-probe"
+ECHO = REPO / "lab/files/portico-lab-echo"
+PROBE = REPO / "lab/files/portico-lab-probe"
 
 
 @dataclass

@@ -15,8 +15,8 @@ from typing import Callable
 
 import pytest
 
-from ansible_collections.portico.gateway.plugins.module_utils.health_probes import ProbeResult, ProbeTarget
-from ansible_collections.portico.gateway.plugins.module_utils.probe_scheduler import ProbeScheduler
+from ansible_collections.portico.gateway.plugins.module_utils.health.probes import ProbeResult, ProbeTarget
+from ansible_collections.portico.gateway.plugins.module_utils.health.scheduler import ProbeScheduler
 
 V4 = "127.0.0.1"
 

@@ -1,5 +1,5 @@
 """On-demand reconcile end to end: bin/portico-watch and the EDA source plugin against the
-Kubernetes API stand-in (started as `python -m tests.k8s_stub`), changes made with the official
+Kubernetes API stand-in (started as `python -m lab.k8s_stub`), changes made with the official
 client, and a recording command in place of ansible-playbook."""
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import pytest
 from kubernetes import client
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-LAB = REPO / "tests/k8s_stub/fixtures/lab"
+LAB = REPO / "lab/k8s_stub/fixtures/lab"
 PLUGIN = REPO / "collections/ansible_collections/portico/gateway/extensions/eda/plugins/event_source/k8s_services.py"
 sys.path.insert(0, str(REPO / "collections"))
 
-from ansible_collections.portico.gateway.plugins.module_utils.k8s_client import K8sAuth, api_client  # noqa: E402
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import K8sAuth, api_client  # noqa: E402
 
 # Appends one JSON line per run: when, what PORTICO_* said, and the payload file. Fails while
 # the flag file exists, so tests can make the "apply" fail.
@@ -84,7 +84,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 def stub(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
     """The stand-in on a free port; yields its kubeconfig."""
     kubeconfig = tmp_path / "kubeconfig"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.k8s_stub", "--port", "0", "--fixtures", str(LAB),
+    proc = subprocess.Popen([sys.executable, "-m", "lab.k8s_stub", "--port", "0", "--fixtures", str(LAB),
                              "--kubeconfig", str(kubeconfig)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ansible_collections.portico.gateway.plugins.module_utils.gateway_status import (
+from ansible_collections.portico.gateway.plugins.module_utils.status.gateway import (
     evaluate,
     parse_bgp_summary,
     status_table,

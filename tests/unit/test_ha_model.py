@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from ansible_collections.portico.gateway.plugins.module_utils.ha_model import check_gateways
+from ansible_collections.portico.gateway.plugins.module_utils.model.ha import check_gateways
 
 PEER = {"address": "198.18.0.1", "asn": 64512}
 

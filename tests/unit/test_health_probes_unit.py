@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from ansible_collections.portico.gateway.plugins.module_utils.health_probes import (
+from ansible_collections.portico.gateway.plugins.module_utils.health.probes import (
     ProbeTarget,
     describe_error,
     parse_status_line,

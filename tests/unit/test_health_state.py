@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ansible_collections.portico.gateway.plugins.module_utils.health_state import (
+from ansible_collections.portico.gateway.plugins.module_utils.health.state import (
     BackendHealth,
     announced_vips,
     checks_for,
@@ -14,10 +14,10 @@ from ansible_collections.portico.gateway.plugins.module_utils.health_state impor
     vip_health,
     withheld_for,
 )
-from ansible_collections.portico.gateway.plugins.module_utils.ipam import parse_pools
-from ansible_collections.portico.gateway.plugins.module_utils.lb_model import parse_loadbalancer
-from ansible_collections.portico.gateway.plugins.module_utils.nft_cli import without_health_owned_elements
-from ansible_collections.portico.gateway.plugins.module_utils.nft_render import (
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import parse_pools
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import parse_loadbalancer
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.nft import without_health_owned_elements
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import (
     RenderOptions,
     render_health_update,
     render_ruleset,
@@ -178,7 +178,7 @@ def test_udp_only_lbs_are_not_tcp_checked_by_default():
 
 
 def test_a_check_without_a_listener_of_its_protocol_needs_a_port():
-    from ansible_collections.portico.gateway.plugins.module_utils.lb_model import LBValidationError
+    from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import LBValidationError
     with pytest.raises(LBValidationError) as err:
         lb(name="dns", ports=[{"protocol": "udp", "port": 53, "backend_port": 5353}], health_check={"type": "http"})
     assert err.value.problems == ["dns: health_check.port: is required: a http check needs a tcp listener or an explicit port"]
@@ -191,7 +191,7 @@ def test_udp_check_of_a_mixed_lb_uses_the_udp_listener():
 
 
 def test_health_owned_elements_read_the_same_from_a_script_and_a_listing():
-    from ansible_collections.portico.gateway.plugins.module_utils.nft_cli import health_owned_elements
+    from ansible_collections.portico.gateway.plugins.module_utils.dataplane.nft import health_owned_elements
     script, _ = render_ruleset([lb()], RenderOptions(), {"web": {"192.0.2.11"}})
     elements = health_owned_elements(script)
     tcp = next(name for name in elements if name.startswith("slots_") and name.endswith("tcp80"))
@@ -203,7 +203,7 @@ def test_health_owned_elements_read_the_same_from_a_script_and_a_listing():
 
 
 def test_schedule_is_absolute_and_skips_missed_ticks():
-    from ansible_collections.portico.gateway.plugins.module_utils.probe_scheduler import first_due, next_due
+    from ansible_collections.portico.gateway.plugins.module_utils.health.scheduler import first_due, next_due
     first = first_due("web|192.0.2.11", 0.2, 100.0)
     assert 100.0 <= first < 100.2 and first == first_due("web|192.0.2.11", 0.2, 100.0)
     assert next_due(10.0, 0.2, 10.05) == pytest.approx(10.2)  # on time: exactly one interval later

@@ -6,7 +6,7 @@ import ipaddress
 import random
 from typing import Any, Sequence
 
-from ansible_collections.portico.gateway.plugins.module_utils.ipam import (
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import (
     Allocation,
     allocate,
     hash_probe,

@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 import yaml
 
-from ansible_collections.portico.gateway.plugins.module_utils.ipam import allocate, parse_pools
-from ansible_collections.portico.gateway.plugins.module_utils.k8s_services import (
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import allocate, parse_pools
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import (
     TranslateOptions,
     node_entries,
     node_targets,
     translate_cluster,
     translate_service,
 )
-from ansible_collections.portico.gateway.plugins.module_utils.lb_model import parse_loadbalancers
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import parse_loadbalancers
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "k8s"
 OPTIONS = TranslateOptions(cluster="lab")
@@ -324,7 +324,7 @@ def test_entries_allocate_and_pass_the_model():
 
 
 def test_service_without_ready_endpoints_is_not_served_unless_asked():
-    from ansible_collections.portico.gateway.plugins.module_utils.k8s_services import TranslateOptions, translate_cluster
+    from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import TranslateOptions, translate_cluster
 
     service = {"metadata": {"name": "idle", "namespace": "default", "uid": "u1"},
                "spec": {"type": "LoadBalancer", "loadBalancerClass": "portico.io/gateway", "ipFamilies": ["IPv4"],

@@ -14,13 +14,13 @@ import pytest
 from kubernetes import client
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # for tests.k8s_stub, whatever directory pytest was started from
+if str(REPO) not in sys.path:  # for lab.k8s_stub, whatever directory pytest was started from
     sys.path.insert(0, str(REPO))
 
-from ansible_collections.portico.gateway.plugins.module_utils.k8s_client import K8sAuth, api_client  # noqa: E402
-from tests.k8s_stub import FakeApiServer  # noqa: E402
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import K8sAuth, api_client  # noqa: E402
+from lab.k8s_stub import FakeApiServer  # noqa: E402
 
-LAB = REPO / "tests/k8s_stub/fixtures/lab"
+LAB = REPO / "lab/k8s_stub/fixtures/lab"
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import urllib3
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from ansible_collections.portico.gateway.plugins.module_utils.k8s_services import TranslateOptions
-from ansible_collections.portico.gateway.plugins.module_utils.k8s_watch import (
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import TranslateOptions
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.watch import (
     Batch,
     Change,
     ClusterState,
@@ -33,10 +33,10 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s_watch import (
     clusters_from_source,
     eda_event,
 )
-from ansible_collections.portico.gateway.plugins.module_utils.k8s_client import K8sAuth
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import K8sAuth
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-LAB = REPO / "tests/k8s_stub/fixtures/lab"
+LAB = REPO / "lab/k8s_stub/fixtures/lab"
 OPTIONS = TranslateOptions(cluster="lab")
 SETTINGS = DebounceSettings(quiet=0.3, max_wait=2.0, resync=300.0, backoff_initial=1.0, backoff_max=60.0)
 

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from ansible_collections.portico.gateway.plugins.module_utils.ipam import PoolError, parse_pools
-from ansible_collections.portico.gateway.plugins.module_utils.lb_model import (
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import PoolError, parse_pools
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import (
     LBValidationError,
     parse_loadbalancer,
     parse_loadbalancers,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ansible_collections.portico.gateway.plugins.module_utils.ipam import parse_pools
-from ansible_collections.portico.gateway.plugins.module_utils.lb_model import parse_loadbalancers
-from ansible_collections.portico.gateway.plugins.module_utils.lb_plan import lb_plan, plan_is_empty, plan_lines
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import parse_pools
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import parse_loadbalancers
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.plan import lb_plan, plan_is_empty, plan_lines
 
 POOLS = parse_pools({"public": {"addresses": ["198.51.100.0/24", "2001:db8:100::/64"]}})
 WEB = {"name": "web", "vip": "198.51.100.10", "ports": [{"protocol": "tcp", "port": 80, "backend_port": 8080}],

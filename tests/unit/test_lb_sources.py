@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ansible_collections.portico.gateway.plugins.module_utils.ipam import parse_pools
-from ansible_collections.portico.gateway.plugins.module_utils.lb_sources import merge
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import parse_pools
+from ansible_collections.portico.gateway.plugins.module_utils.model.sources import merge
 
 POOLS = parse_pools({"public": {"addresses": ["198.51.100.0/24", "2001:db8:100::/64"]}})
 STATIC = [{"name": "static-web", "vip": "198.51.100.10", "ports": [{"port": 80}], "backends": ["192.0.2.11"]}]

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from ansible_collections.portico.gateway.plugins.module_utils.maglev import (
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.maglev import (
     TABLE_SIZES,
     MaglevBackend,
     base_table,

@@ -13,9 +13,9 @@ import subprocess
 import pytest
 import yaml
 
-from ansible_collections.portico.gateway.plugins.module_utils.ipam import parse_pools
-from ansible_collections.portico.gateway.plugins.module_utils.lb_model import parse_loadbalancers
-from ansible_collections.portico.gateway.plugins.module_utils.nft_render import (
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import parse_pools
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import parse_loadbalancers
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import (
     EgressSnat,
     RenderOptions,
     describe,

@@ -16,7 +16,7 @@ import time
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "tests/lab"))
+sys.path.insert(0, str(REPO / "lab"))
 import labtools  # noqa: E402
 
 WEB, WEB6, RESTRICTED = "198.51.100.10", "2001:db8:100::10", "198.51.100.11"

@@ -11,7 +11,7 @@ import re
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "tests/lab"))
+sys.path.insert(0, str(REPO / "lab"))
 import labtools  # noqa: E402
 
 WEB = "198.51.100.10"

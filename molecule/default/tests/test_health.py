@@ -76,7 +76,7 @@ def finish(proc: subprocess.Popen) -> dict[str, Any]:
 def probe_on_router_and_client():
     """The router sits in the one source range the 'restricted' LB allows."""
     for container in ("portico-lab-router", "portico-lab-client"):
-        subprocess.run(["podman", "cp", str(REPO / "tests/lab/files/portico-lab-probe"),
+        subprocess.run(["podman", "cp", str(REPO / "lab/files/portico-lab-probe"),
                         f"{container}:/usr/local/bin/portico-lab-probe"], check=True)
 
 

@@ -52,7 +52,7 @@ def extra_vars(tmp_path: pathlib.Path, loadbalancers: list) -> str:
 @pytest.fixture(scope="module", autouse=True)
 def probe_on_router():
     """The router sits in the one source range the 'restricted' LB allows."""
-    subprocess.run(["podman", "cp", str(REPO / "tests/lab/files/portico-lab-probe"), "portico-lab-router:/usr/local/bin/portico-lab-probe"], check=True)
+    subprocess.run(["podman", "cp", str(REPO / "lab/files/portico-lab-probe"), "portico-lab-router:/usr/local/bin/portico-lab-probe"], check=True)
 
 
 @pytest.mark.parametrize(("proto", "vip", "port"), [

@@ -12,7 +12,7 @@ import pathlib
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[3] / "tests/lab"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[3] / "lab"))
 import labtools  # noqa: E402
 
 WEB, WEB6, SNAT = "198.51.100.10", "2001:db8:100::10", "198.51.100.12"

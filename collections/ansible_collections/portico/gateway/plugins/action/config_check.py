@@ -22,9 +22,9 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.portico.gateway.plugins.module_utils.ipam import PoolError, parse_pools
-from ansible_collections.portico.gateway.plugins.module_utils.lb_model import parse_loadbalancers
-from ansible_collections.portico.gateway.plugins.module_utils.nft_render import options_from_dict, render_rulesets
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import PoolError, parse_pools
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import parse_loadbalancers
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import options_from_dict, render_rulesets
 
 # The arguments of nft_loadbalancer that shape the script; unset ones take the renderer's defaults.
 _NFT_SPEC: dict[str, dict[str, Any]] = dict(

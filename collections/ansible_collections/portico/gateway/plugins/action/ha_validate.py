@@ -10,7 +10,7 @@ from typing import Any
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.portico.gateway.plugins.module_utils.ha_model import check_gateways
+from ansible_collections.portico.gateway.plugins.module_utils.model.ha import check_gateways
 
 
 class ActionModule(ActionBase):

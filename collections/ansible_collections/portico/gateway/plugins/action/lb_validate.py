@@ -10,8 +10,8 @@ from typing import Any
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.portico.gateway.plugins.module_utils.ipam import PoolError, parse_pools
-from ansible_collections.portico.gateway.plugins.module_utils.lb_sources import merge
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import PoolError, parse_pools
+from ansible_collections.portico.gateway.plugins.module_utils.model.sources import merge
 
 
 class ActionModule(ActionBase):

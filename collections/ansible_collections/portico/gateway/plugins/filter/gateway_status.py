@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ansible_collections.portico.gateway.plugins.module_utils.gateway_status import status_table, tcp_endpoints
+from ansible_collections.portico.gateway.plugins.module_utils.status.gateway import status_table, tcp_endpoints
 
 
 class FilterModule:

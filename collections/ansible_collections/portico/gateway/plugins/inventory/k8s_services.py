@@ -159,13 +159,13 @@ from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.vars import combine_vars
 
-from ansible_collections.portico.gateway.plugins.module_utils.k8s_client import (
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import (
     AUTH_OPTIONS,
     K8sAuth,
     K8sConfigError,
     api_client,
 )
-from ansible_collections.portico.gateway.plugins.module_utils.k8s_services import (
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import (
     SERVICE_NAME_LABEL,
     TranslateOptions,
     node_entries,

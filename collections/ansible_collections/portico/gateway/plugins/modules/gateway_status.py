@@ -118,7 +118,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.portico.gateway.plugins.module_utils.gateway_status import evaluate, parse_bgp_summary
+from ansible_collections.portico.gateway.plugins.module_utils.status.gateway import evaluate, parse_bgp_summary
 
 
 def _json_command(module: AnsibleModule, argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> Any:

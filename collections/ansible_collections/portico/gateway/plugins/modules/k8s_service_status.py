@@ -126,7 +126,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.portico.gateway.plugins.module_utils.k8s_client import (
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import (
     HAS_KUBERNETES,
     KUBERNETES_IMPORT_ERROR,
     K8sAuth,

@@ -221,11 +221,11 @@ from typing import Sequence
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.portico.gateway.plugins.module_utils.ipam import PoolError, parse_pools
-from ansible_collections.portico.gateway.plugins.module_utils.lb_model import LoadBalancer, parse_loadbalancers
-from ansible_collections.portico.gateway.plugins.module_utils.health_state import dataplane_record, read_withheld
-from ansible_collections.portico.gateway.plugins.module_utils.lb_plan import lb_plan, plan_lines
-from ansible_collections.portico.gateway.plugins.module_utils.nft_cli import (
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import PoolError, parse_pools
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import LoadBalancer, parse_loadbalancers
+from ansible_collections.portico.gateway.plugins.module_utils.health.state import dataplane_record, read_withheld
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.plan import lb_plan, plan_lines
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.nft import (
     Nft,
     NftError,
     dataplane_lock,
@@ -233,7 +233,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.nft_cli import (
     health_owned_elements,
     without_health_owned_elements,
 )
-from ansible_collections.portico.gateway.plugins.module_utils.nft_render import (
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import (
     RenderOptions,
     describe,
     options_from_dict,

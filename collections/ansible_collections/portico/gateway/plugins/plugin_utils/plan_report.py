@@ -29,7 +29,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from ansible_collections.portico.gateway.plugins.module_utils.lb_plan import lb_change_details, plan_is_empty, plan_lines, value_text
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.plan import lb_change_details, plan_is_empty, plan_lines, value_text
 
 FORMAT_VERSION = 1
 FILE_ACTIONS = frozenset({"template", "copy", "lineinfile", "blockinfile", "replace", "ini_file"})

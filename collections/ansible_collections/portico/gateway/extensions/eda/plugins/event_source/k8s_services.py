@@ -17,12 +17,12 @@ import threading
 from typing import Any
 
 try:
-    from ansible_collections.portico.gateway.plugins.module_utils import k8s_watch
+    from ansible_collections.portico.gateway.plugins.module_utils.k8s import watch as k8s_watch
 except ImportError:
     # ansible-rulebook runs this file with runpy, outside Ansible's collection loader: import
     # the module_utils from the collection tree this file is part of.
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[7]))
-    from ansible_collections.portico.gateway.plugins.module_utils import k8s_watch
+    from ansible_collections.portico.gateway.plugins.module_utils.k8s import watch as k8s_watch
 
 DOCUMENTATION = r"""
 ---

@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 from typing import Callable
 
-from ansible_collections.portico.gateway.plugins.module_utils.health_probes import (
+from ansible_collections.portico.gateway.plugins.module_utils.health.probes import (
     ProbeResult,
     ProbeTarget,
     TcpConnectProbe,

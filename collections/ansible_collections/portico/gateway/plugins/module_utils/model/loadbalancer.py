@@ -19,7 +19,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from ansible_collections.portico.gateway.plugins.module_utils.ipam import (
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import (
     IPAddress,
     IPNetwork,
     Pool,

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Iterator
 
-from ansible_collections.portico.gateway.plugins.module_utils.nft_render import DIGEST_PREFIX
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import DIGEST_PREFIX
 
 # Objects whose elements the health checker owns: left out when looking for drift.
 _HEALTH_OWNED_RE = re.compile(r"^\s*(map slots_|set no_backends)")

@@ -23,8 +23,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from ansible_collections.portico.gateway.plugins.module_utils.ipam import AddressRange, IPAddress, Pool
-from ansible_collections.portico.gateway.plugins.module_utils.lb_model import (
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import AddressRange, IPAddress, Pool
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import (
     PROTOCOLS,
     LBValidationError,
     parse_loadbalancer,

@@ -10,7 +10,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "${here}/../.." && pwd)"
+repo="$(cd "${here}/.." && pwd)"
 # podman 4.3 reads only this file when set: runc and explicit ulimits.
 export CONTAINERS_CONF="${CONTAINERS_CONF:-${here}/containers.conf}"
 export ANSIBLE_CONFIG="${ANSIBLE_CONFIG:-${repo}/ansible.cfg}"
@@ -46,7 +46,7 @@ playbook() {
   "${ANSIBLE_PLAYBOOK}" -i localhost, "${here}/${book}" "$@"
 }
 
-# The Kubernetes API stand-in (tests/k8s_stub) serves the lab's sample Services; the
+# The Kubernetes API stand-in (lab/k8s_stub) serves the lab's sample Services; the
 # inventory source inventories/lab/k8s_services.yml reads it through this kubeconfig.
 k8s_dir=/run/portico-lab
 k8s_port="${PORTICO_LAB_K8S_PORT:-6443}"
@@ -57,9 +57,9 @@ k8s_stop() {
     rm -f "${k8s_dir}/k8s-stub.pid"
   fi
   # A stand-in whose pid file was lost still holds the port: find it by its command line.
-  pkill -f -- "-m tests.k8s_stub --port ${k8s_port} " 2>/dev/null || true
+  pkill -f -- "-m lab.k8s_stub --port ${k8s_port} " 2>/dev/null || true
   for _ in $(seq 30); do
-    pgrep -f -- "-m tests.k8s_stub --port ${k8s_port} " >/dev/null || return 0
+    pgrep -f -- "-m lab.k8s_stub --port ${k8s_port} " >/dev/null || return 0
     sleep 0.1
   done
 }
@@ -73,8 +73,8 @@ k8s_start() {
   rm -f "${k8s_dir}/k8s-stub.log"  # a previous run's "listening" must not pass the check below
   # Only the server goes to the background, so $! is the server itself.
   (cd "${repo}" || exit 1
-   nohup "${python}" -m tests.k8s_stub --port "${k8s_port}" \
-     --fixtures tests/k8s_stub/fixtures/lab --kubeconfig "${k8s_dir}/kubeconfig" \
+   nohup "${python}" -m lab.k8s_stub --port "${k8s_port}" \
+     --fixtures lab/k8s_stub/fixtures/lab --kubeconfig "${k8s_dir}/kubeconfig" \
      >"${k8s_dir}/k8s-stub.log" 2>&1 &
    echo $! >"${k8s_dir}/k8s-stub.pid")
   for _ in $(seq 50); do

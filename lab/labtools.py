@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any, Callable
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parents[1]
 PREFIX = "portico-lab-"
 
 
@@ -25,7 +25,7 @@ def sh(container: str, command: str, check: bool = True) -> str:
 
 def install_probe(*containers: str) -> None:
     for container in containers:
-        podman("cp", str(REPO / "tests/lab/files/portico-lab-probe"), f"{PREFIX}{container}:/usr/local/bin/portico-lab-probe")
+        podman("cp", str(REPO / "lab/files/portico-lab-probe"), f"{PREFIX}{container}:/usr/local/bin/portico-lab-probe")
 
 
 def probe(container: str, *args: str) -> subprocess.Popen:
@@ -91,13 +91,13 @@ def playbook(inventories: list[str], playbook_path: str, *extra: str) -> subproc
     for inventory in inventories:
         command += ["-i", inventory]
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_VAULT_PASSWORD_FILE": str(REPO / "tests/lab/vault-password")}
+           "ANSIBLE_VAULT_PASSWORD_FILE": str(REPO / "lab/vault-password")}
     return subprocess.run([*command, playbook_path, *extra], cwd=REPO, capture_output=True, text=True, check=False,
                           env=env, timeout=900)
 
 
 def lab_up(*extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(REPO / "tests/lab/lab.sh"), "up", *extra], cwd=REPO, capture_output=True,
+    return subprocess.run(["bash", str(REPO / "lab/lab.sh"), "up", *extra], cwd=REPO, capture_output=True,
                           text=True, check=False, timeout=900)
 
 

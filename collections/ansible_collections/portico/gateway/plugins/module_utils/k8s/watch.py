@@ -35,12 +35,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ansible_collections.portico.gateway.plugins.module_utils.k8s_client import (
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import (
     AUTH_OPTIONS,
     K8sAuth,
     api_client,
 )
-from ansible_collections.portico.gateway.plugins.module_utils.k8s_services import (
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import (
     DEFAULT_LOAD_BALANCER_CLASS,
     SERVICE_NAME_LABEL,
     TranslateOptions,

@@ -1,6 +1,6 @@
 """Run the Kubernetes API stand-in in the foreground:
 
-    python -m tests.k8s_stub --port 6443 --fixtures tests/k8s_stub/fixtures/lab \
+    python -m lab.k8s_stub --port 6443 --fixtures lab/k8s_stub/fixtures/lab \
         --kubeconfig /tmp/portico-lab.kubeconfig
 
 It prints one line `k8s-stub listening on http://127.0.0.1:PORT` once it accepts
@@ -19,7 +19,7 @@ from .apiserver import DEFAULT_TOKEN, FakeApiServer
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tests.k8s_stub", description=__doc__.split("\n\n", 1)[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.k8s_stub", description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--fixtures", action="append", default=[], help="manifest file or directory to load (repeatable)")
     parser.add_argument("--kubeconfig", help="write a kubeconfig for the stand-in here")

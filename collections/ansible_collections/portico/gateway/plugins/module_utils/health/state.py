@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
-from ansible_collections.portico.gateway.plugins.module_utils.health_probes import ProbeTarget
-from ansible_collections.portico.gateway.plugins.module_utils.lb_model import Backend, LoadBalancer
-from ansible_collections.portico.gateway.plugins.module_utils.nft_render import RenderOptions, options_to_dict
+from ansible_collections.portico.gateway.plugins.module_utils.health.probes import ProbeTarget
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import Backend, LoadBalancer
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import RenderOptions, options_to_dict
 
 STATE_VERSION = 1
 ALL_DOWN_POLICIES = ("reject", "keep_last")

@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Collection, Iterable, Mapping, Sequence
 
-from ansible_collections.portico.gateway.plugins.module_utils.lb_model import Backend, LoadBalancer, Port
-from ansible_collections.portico.gateway.plugins.module_utils.maglev import (
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import Backend, LoadBalancer, Port
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.maglev import (
     NO_BACKEND,
     MaglevBackend,
     lookup_table,

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
-from ansible_collections.portico.gateway.plugins.module_utils.ipam import Pool, allocate
-from ansible_collections.portico.gateway.plugins.module_utils.lb_model import LoadBalancer, parse_loadbalancers
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import Pool, allocate
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import LoadBalancer, parse_loadbalancers
 
 
 @dataclass
