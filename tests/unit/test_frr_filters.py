@@ -1,14 +1,8 @@
-"""Filters of the frr role (roles/frr/filter_plugins/frr_filters.py)."""
-
-import importlib.util
-import pathlib
+"""Filters of the frr role (the collection's plugins/filter/frr.py: portico.gateway.pool_prefixes, ...)."""
 
 import pytest
 
-_PATH = pathlib.Path(__file__).resolve().parents[2] / "roles/frr/filter_plugins/frr_filters.py"
-_SPEC = importlib.util.spec_from_file_location("frr_filters", _PATH)
-frr = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(frr)
+from ansible_collections.portico.gateway.plugins.filter import frr
 
 
 def test_pool_prefixes_cover_ranges_exactly():
@@ -16,22 +10,22 @@ def test_pool_prefixes_cover_ranges_exactly():
         "public": {"addresses": ["198.51.100.0/25", "198.51.100.128-198.51.100.239", "2001:db8:100::/64"]},
         "team-b": {"addresses": ["198.51.100.240-198.51.100.241"], "namespaces": ["team-b"], "auto_assign": False},
     }
-    assert frr.frr_pool_prefixes(pools) == [
+    assert frr.pool_prefixes(pools) == [
         "198.51.100.0/25", "198.51.100.128/26", "198.51.100.192/27", "198.51.100.224/28",
         "198.51.100.240/31", "2001:db8:100::/64",
     ]
 
 
 def test_pool_prefixes_merge_and_single_addresses():
-    assert frr.frr_pool_prefixes({"a": {"addresses": ["198.51.100.0/26", "198.51.100.64/26", "203.0.113.7"]}}) == [
+    assert frr.pool_prefixes({"a": {"addresses": ["198.51.100.0/26", "198.51.100.64/26", "203.0.113.7"]}}) == [
         "198.51.100.0/25", "203.0.113.7/32"]
-    assert frr.frr_pool_prefixes(None) == []
-    assert frr.frr_pool_prefixes({}) == []
+    assert frr.pool_prefixes(None) == []
+    assert frr.pool_prefixes({}) == []
 
 
 def test_pool_prefixes_name_the_bad_entry():
     with pytest.raises(ValueError, match=r"pool x: addresses\[1\]"):
-        frr.frr_pool_prefixes({"x": {"addresses": ["198.51.100.0/24", "not-an-ip"]}})
+        frr.pool_prefixes({"x": {"addresses": ["198.51.100.0/24", "not-an-ip"]}})
 
 
 def test_prefix_list_entries():
@@ -45,8 +39,8 @@ def test_prefix_list_entries():
 
 
 def test_validation_helpers():
-    assert frr.frr_invalid_prefixes(["198.51.100.0/24", "198.51.100.1/24", "x", "2001:db8::/32", "198.51.100.1"]) == [
+    assert frr.invalid_prefixes(["198.51.100.0/24", "198.51.100.1/24", "x", "2001:db8::/32", "198.51.100.1"]) == [
         "198.51.100.1/24", "x", "198.51.100.1"]
-    assert frr.frr_invalid_addresses(["198.18.0.1", "2001:db8::1", "198.18.0.300", "198.18.0.1/32"]) == [
+    assert frr.invalid_addresses(["198.18.0.1", "2001:db8::1", "198.18.0.300", "198.18.0.1/32"]) == [
         "198.18.0.300", "198.18.0.1/32"]
-    assert (frr.frr_ip_version("198.18.0.1"), frr.frr_ip_version("2001:db8::1"), frr.frr_ip_version("uplink")) == (4, 6, 0)
+    assert (frr.ip_version("198.18.0.1"), frr.ip_version("2001:db8::1"), frr.ip_version("uplink")) == (4, 6, 0)

@@ -1,24 +1,22 @@
 # -*- coding: utf-8 -*-
 # Copyright: Portico developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Jinja filters used by Portico's role templates (controller side, netaddr available)."""
+"""Addressing filters of the gateway roles: VIP prefixes, pod routes, per-gateway return addresses."""
 
 from __future__ import annotations
 
-import importlib
-import os
 from typing import Any, Callable, Iterable, Mapping
 
 import netaddr
 
 
-def portico_vip_prefixes(loadbalancers: Iterable[Mapping[str, Any]]) -> list[str]:
+def vip_prefixes(loadbalancers: Iterable[Mapping[str, Any]]) -> list[str]:
     """Host prefixes (/32, /128) of the distinct VIPs of normalised LBs, sorted."""
     vips = {netaddr.IPAddress(lb["vip"]) for lb in loadbalancers}
     return [f"{vip}/{32 if vip.version == 4 else 128}" for vip in sorted(vips)]
 
 
-def portico_pod_routes(nodes: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+def pod_routes(nodes: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     """Routes {to: pod CIDR, via: node address} from the k8s_services plugin's node list.
 
     Direct-mode backends are pod IPs: the gateway must reach each node's pod CIDR through that
@@ -35,29 +33,7 @@ def portico_pod_routes(nodes: Iterable[Mapping[str, Any]]) -> list[dict[str, str
     return sorted(routes, key=lambda r: (netaddr.IPNetwork(r["to"]).version, netaddr.IPNetwork(r["to"])))
 
 
-def portico_module_utils_files(packages: Iterable[str]) -> list[dict[str, str]]:
-    """Every Python file of these module_utils packages: ``{"src": controller path, "path": relative path}``.
-
-    The healthcheck role ships them to gateways for portico-healthd, so the daemon runs the
-    very model, dataplane and health code the modules use. Listing the packages' files here
-    (compiled caches left out) means no hand-kept file list can drift from what the daemon imports.
-    """
-    package = importlib.import_module("ansible_collections.portico.gateway.plugins.module_utils")
-    root = os.path.dirname(package.__file__ or "")
-    files = [{"src": os.path.join(root, "__init__.py"), "path": "__init__.py"}]
-    for name in packages:
-        top = os.path.join(root, name)
-        if not os.path.isfile(os.path.join(top, "__init__.py")):
-            raise ValueError(f"portico_module_utils_files: no module_utils package named {name!r} ({top})")
-        for directory, subdirs, names in os.walk(top):
-            subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
-            for file_name in sorted(n for n in names if n.endswith(".py")):
-                src = os.path.join(directory, file_name)
-                files.append({"src": src, "path": os.path.relpath(src, root)})
-    return files
-
-
-def portico_return_path_instances(
+def return_path_instances(
     hosts: Iterable[str], addresses4: Iterable[str], addresses6: Iterable[str], me: str,
     interface: str = "backend", vrid_base: int = 60, prefix4: int = 24, prefix6: int = 64,
     owner_priority: int = 150, peer_priority: int = 100,
@@ -82,7 +58,7 @@ def portico_return_path_instances(
 
 
 class FilterModule:
+    """Addressing filters."""
+
     def filters(self) -> dict[str, Callable[..., Any]]:
-        return {"portico_vip_prefixes": portico_vip_prefixes, "portico_pod_routes": portico_pod_routes,
-                "portico_module_utils_files": portico_module_utils_files,
-                "portico_return_path_instances": portico_return_path_instances}
+        return {"vip_prefixes": vip_prefixes, "pod_routes": pod_routes, "return_path_instances": return_path_instances}

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: Portico developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters of the frr role: pool prefixes and prefix-list entries (controller side, netaddr)."""
+"""Filters of the frr role: pool prefixes, prefix-list entries and the checks of its preflight."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _network(text: Any) -> netaddr.IPNetwork | None:
     return network if network.ip == network.network else None
 
 
-def frr_pool_prefixes(pools: Mapping[str, Any] | None) -> list[str]:
+def pool_prefixes(pools: Mapping[str, Any] | None) -> list[str]:
     """Every address of the inventory's ``portico_pools`` as the fewest CIDRs, sorted.
 
     Pool entries are CIDRs, single addresses or ``first-last`` ranges (as in the ipam module);
@@ -30,7 +30,7 @@ def frr_pool_prefixes(pools: Mapping[str, Any] | None) -> list[str]:
     cidrs: list[netaddr.IPNetwork] = []
     for name, pool in (pools or {}).items():
         if not isinstance(pool, Mapping):
-            raise ValueError(f"frr_pool_prefixes: pool {name}: expected a mapping with addresses")
+            raise ValueError(f"pool_prefixes: pool {name}: expected a mapping with addresses")
         for index, entry in enumerate(pool.get("addresses") or []):
             text = str(entry).strip()
             try:
@@ -40,16 +40,16 @@ def frr_pool_prefixes(pools: Mapping[str, Any] | None) -> list[str]:
                 else:
                     cidrs.append(netaddr.IPNetwork(text).cidr)
             except (netaddr.AddrFormatError, ValueError, TypeError) as err:
-                raise ValueError(f"frr_pool_prefixes: pool {name}: addresses[{index}]: {text!r}: {err}") from None
+                raise ValueError(f"pool_prefixes: pool {name}: addresses[{index}]: {text!r}: {err}") from None
     return [str(cidr) for cidr in netaddr.cidr_merge(cidrs)]
 
 
-def frr_invalid_prefixes(prefixes: Iterable[Any]) -> list[str]:
+def invalid_prefixes(prefixes: Iterable[Any]) -> list[str]:
     """Entries that are not a CIDR with the host bits clear (for the role's asserts)."""
     return [str(p) for p in prefixes if _network(p) is None]
 
 
-def frr_invalid_addresses(addresses: Iterable[Any]) -> list[str]:
+def invalid_addresses(addresses: Iterable[Any]) -> list[str]:
     """Entries that are not a plain IPv4 or IPv6 address."""
     bad = []
     for address in addresses:
@@ -60,7 +60,7 @@ def frr_invalid_addresses(addresses: Iterable[Any]) -> list[str]:
     return bad
 
 
-def frr_ip_version(address: Any) -> int:
+def ip_version(address: Any) -> int:
     """4 or 6 for an address or CIDR, 0 when it is neither."""
     try:
         return netaddr.IPNetwork(str(address)).version
@@ -88,11 +88,13 @@ def frr_prefix_list_entries(prefixes: Iterable[str], version: int, longer: str) 
 
 
 class FilterModule:
+    """Filters of the frr role."""
+
     def filters(self) -> dict[str, Callable[..., Any]]:
         return {
-            "frr_pool_prefixes": frr_pool_prefixes,
-            "frr_invalid_prefixes": frr_invalid_prefixes,
-            "frr_invalid_addresses": frr_invalid_addresses,
-            "frr_ip_version": frr_ip_version,
+            "pool_prefixes": pool_prefixes,
+            "invalid_prefixes": invalid_prefixes,
+            "invalid_addresses": invalid_addresses,
+            "ip_version": ip_version,
             "frr_prefix_list_entries": frr_prefix_list_entries,
         }
