@@ -14,6 +14,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import 
     pool_capacity,
     probe_seed,
 )
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import Problem, render
 
 POOLS = parse_pools({
     "public": {"addresses": ["198.51.100.0/24", "2001:db8:100::/64"]},
@@ -23,7 +24,7 @@ POOLS = parse_pools({
 
 def svc(name: str, namespace: str = "default", *, families: Sequence[int] = (4,), status: Sequence[str] = (),
         requested: Sequence[str] = (), pool: str | None = None, key: str | None = None,
-        ports: Sequence[tuple[str, int]] = (("tcp", 80),), problems: Sequence[str] = ()) -> dict[str, Any]:
+        ports: Sequence[tuple[str, int]] = (("tcp", 80),), problems: Sequence[Problem] = ()) -> dict[str, Any]:
     """A portico_k8s_services entry as the inventory plugin emits it."""
     base = f"lab/{namespace}/{name}"
     lbs = [{"name": base if i == 0 else f"{base}/ipv{f}", "ports": [{"protocol": p, "port": n, "backend_port": 30000 + n}
@@ -32,7 +33,7 @@ def svc(name: str, namespace: str = "default", *, families: Sequence[int] = (4,)
     return {"cluster": "lab", "namespace": namespace, "name": name, "uid": f"uid-{name}", "resource_version": "1",
             "ip_families": list(families), "requested_ips": list(requested), "status_ips": list(status),
             "pool": pool, "sharing_key": key, "loadbalancers": [] if problems else lbs,
-            "problems": list(problems), "warnings": []}
+            "problems": [p.to_dict() for p in problems], "warnings": []}
 
 
 def ips(allocations: Sequence[Allocation]) -> dict[str, list[str]]:
@@ -130,7 +131,7 @@ def test_status_ip_is_kept_even_off_the_hash():
 def test_requested_ip_is_used_and_beats_a_stale_status():
     result = allocate([svc("echo", status=["198.51.100.7"], requested=["198.51.100.9"])], POOLS)[0]
     assert result.ips == ["198.51.100.9"]
-    assert result.warnings == ["lab/default/echo: status.loadBalancer.ingress: 198.51.100.7 differs from the requested "
+    assert render(result.warnings) == ["lab/default/echo: status.loadBalancer.ingress: 198.51.100.7 differs from the requested "
                                "198.51.100.9: choosing another address"]
 
 
@@ -138,7 +139,7 @@ def test_requested_ip_taken_fails_only_that_service():
     services = [svc("echo", status=["198.51.100.99"]), svc("x", "team-a", requested=["198.51.100.99"]), svc("other")]
     result = {a.key: a for a in allocate(services, POOLS)}
     assert result["lab/team-a/x"].ips == [] and result["lab/team-a/x"].loadbalancers == []
-    assert result["lab/team-a/x"].problems == [
+    assert render(result["lab/team-a/x"].problems) == [
         "lab/team-a/x: metadata.annotations[portico.io/loadBalancerIPs]: 198.51.100.99 is taken by lab/default/echo "
         "(no common sharing key)"]
     assert result["lab/default/echo"].ips == ["198.51.100.99"] and result["lab/default/other"].ips
@@ -148,13 +149,13 @@ def test_problem_names_the_annotation_the_request_came_from():
     entry = svc("x", requested=["192.0.2.1"])
     entry["requested_ips_field"] = "metadata.annotations[metallb.universe.tf/loadBalancerIPs]"
     (result,) = allocate([entry], POOLS)
-    assert result.problems == ["lab/default/x: metadata.annotations[metallb.universe.tf/loadBalancerIPs]: "
+    assert render(result.problems) == ["lab/default/x: metadata.annotations[metallb.universe.tf/loadBalancerIPs]: "
                                "192.0.2.1 is not in any pool (public, team-a)"]
 
 
 def test_requested_ip_outside_the_namespace_pools():
     (result,) = allocate([svc("x", "team-b", requested=["203.0.113.20"])], POOLS)
-    assert result.problems == ["lab/team-b/x: metadata.annotations[portico.io/loadBalancerIPs]: "
+    assert render(result.problems) == ["lab/team-b/x: metadata.annotations[portico.io/loadBalancerIPs]: "
                                "203.0.113.20 is in pool 'team-a', which namespace 'team-b' may not use"]
 
 
@@ -170,14 +171,14 @@ def test_namespace_pools_are_used_only_by_their_namespaces():
 def test_status_ip_in_a_pool_the_namespace_may_not_use_moves():
     (result,) = allocate([svc("x", "team-b", status=["203.0.113.20"])], POOLS)
     assert ipaddress.ip_address(result.ips[0]) in ipaddress.ip_network("198.51.100.0/24")
-    assert "which namespace 'team-b' may not use" in result.warnings[0]
+    assert "which namespace 'team-b' may not use" in render(result.warnings)[0]
 
 
 def test_exhausted_pool_fails_only_the_services_that_do_not_fit():
     tiny = parse_pools({"tiny": {"addresses": ["198.51.100.10-198.51.100.11"]}})
     result = {a.key: a for a in allocate([svc("a"), svc("b"), svc("c")], tiny)}
     assert sorted(k for k, a in result.items() if a.ips) == ["lab/default/a", "lab/default/b"]
-    assert result["lab/default/c"].problems == ["lab/default/c: pools: no free IPv4 address left in pool 'tiny'"]
+    assert render(result["lab/default/c"].problems) == ["lab/default/c: pools: no free IPv4 address left in pool 'tiny'"]
 
 
 def test_existing_holders_win_over_new_services_when_the_pool_is_full():
@@ -191,8 +192,8 @@ def test_unknown_pool_and_pool_without_the_family():
     entry["pool_field"] = "metadata.annotations[metallb.universe.tf/address-pool]"
     v4only = parse_pools({"v4": {"addresses": ["198.51.100.0/24"]}})
     unknown, nofamily = allocate([entry, svc("y", families=(4, 6), pool="v4")], v4only)
-    assert unknown.problems == ["lab/default/x: metadata.annotations[metallb.universe.tf/address-pool]: unknown pool 'nope' (pools: v4)"]
-    assert nofamily.problems == ["lab/default/y: metadata.annotations[portico.io/pool]: pool 'v4' has no IPv6 addresses"]
+    assert render(unknown.problems) == ["lab/default/x: metadata.annotations[metallb.universe.tf/address-pool]: unknown pool 'nope' (pools: v4)"]
+    assert render(nofamily.problems) == ["lab/default/y: metadata.annotations[portico.io/pool]: pool 'v4' has no IPv6 addresses"]
     assert nofamily.ips == []  # a dual-stack Service is served on both families or not at all
 
 
@@ -210,18 +211,19 @@ def test_static_lb_vips_are_never_handed_out():
     result = {a.key: a for a in allocate([svc("a", status=["198.51.100.10"]), svc("b"), svc("c")], tiny,
                                          reserved=["198.51.100.10"])}
     assert result["lab/default/a"].ips == ["198.51.100.11"]  # its status address became a static VIP
-    assert "is the vip of a static load balancer" in result["lab/default/a"].warnings[0]
+    assert "is the vip of a static load balancer" in render(result["lab/default/a"].warnings)[0]
     assert result["lab/default/b"].problems and result["lab/default/c"].problems
     (req,) = allocate([svc("r", requested=["198.51.100.10"])], tiny, reserved=["198.51.100.10"])
-    assert req.problems == ["lab/default/r: metadata.annotations[portico.io/loadBalancerIPs]: "
+    assert render(req.problems) == ["lab/default/r: metadata.annotations[portico.io/loadBalancerIPs]: "
                             "198.51.100.10 is the vip of a static load balancer"]
 
 
 def test_broken_service_keeps_its_address_out_of_reach():
     tiny = parse_pools({"tiny": {"addresses": ["198.51.100.10-198.51.100.11"]}})
-    broken = svc("broken", status=["198.51.100.10"], problems=["lab/default/broken: spec.ports[0].protocol: SCTP ..."])
+    broken = svc("broken", status=["198.51.100.10"], problems=[Problem("lab/default/broken", "spec.ports[0].protocol", "SCTP ...")])
     result = {a.key: a for a in allocate([broken, svc("a"), svc("b")], tiny)}
-    assert result["lab/default/broken"].ips == [] and result["lab/default/broken"].problems
+    assert result["lab/default/broken"].ips == []
+    assert render(result["lab/default/broken"].problems) == ["lab/default/broken: spec.ports[0].protocol: SCTP ..."]
     assert sorted(ip for a in result.values() for ip in a.ips) == ["198.51.100.11"]
 
 
@@ -229,12 +231,12 @@ def test_two_services_claiming_one_status_ip_first_key_keeps_it():
     result = {a.key: a for a in allocate([svc("b", status=["198.51.100.7"]), svc("a", status=["198.51.100.7"])], POOLS)}
     assert result["lab/default/a"].ips == ["198.51.100.7"]
     assert result["lab/default/b"].ips and result["lab/default/b"].ips != ["198.51.100.7"]
-    assert "is taken by lab/default/a" in result["lab/default/b"].warnings[0]
+    assert "is taken by lab/default/a" in render(result["lab/default/b"].warnings)[0]
 
 
 def test_duplicate_entries_are_refused():
     first, second = allocate([svc("a"), svc("a")], POOLS)
-    assert first.ips and second.problems == ["lab/default/a: metadata.name: listed twice"]
+    assert first.ips and render(second.problems) == ["lab/default/a: metadata.name: listed twice"]
 
 
 # --- sharing --------------------------------------------------------------------------
@@ -261,7 +263,7 @@ def test_same_key_overlapping_ports_do_not_share():
     result = {a.key: a for a in allocate([svc("a", requested=["198.51.100.40"], key="web"),
                                           svc("b", requested=["198.51.100.40"], key="web")], POOLS)}
     assert result["lab/default/a"].ips == ["198.51.100.40"]
-    assert result["lab/default/b"].problems == [
+    assert render(result["lab/default/b"].problems) == [
         "lab/default/b: metadata.annotations[portico.io/loadBalancerIPs]: 198.51.100.40 is taken by lab/default/a "
         "(sharing key matches but both use tcp/80)"]
     # Without a request, an overlapping partner simply gets its own address.
@@ -273,7 +275,7 @@ def test_different_or_missing_keys_do_not_share():
     for key_a, key_b in (("web", "other"), ("web", None), (None, None)):
         result = {a.key: a for a in allocate([svc("a", requested=["198.51.100.40"], key=key_a),
                                               svc("b", requested=["198.51.100.40"], key=key_b, ports=[("tcp", 443)])], POOLS)}
-        assert result["lab/default/b"].ips == [] and "is taken by lab/default/a" in result["lab/default/b"].problems[0]
+        assert result["lab/default/b"].ips == [] and "is taken by lab/default/a" in render(result["lab/default/b"].problems)[0]
 
 
 def test_shared_status_ips_are_kept_on_rerun():
@@ -292,7 +294,7 @@ def test_avoid_buggy_ips():
     got = sorted(ip for v in result.values() for ip in v)
     assert got == ["198.51.100.254", "198.51.101.1"]
     (req,) = allocate([svc("r", requested=["198.51.100.255"])], pools)
-    assert req.problems == ["lab/default/r: metadata.annotations[portico.io/loadBalancerIPs]: "
+    assert render(req.problems) == ["lab/default/r: metadata.annotations[portico.io/loadBalancerIPs]: "
                             "198.51.100.255 is a .0/.255 address that pool 'edge' avoids (avoid_buggy_ips)"]
 
 
@@ -318,7 +320,7 @@ def test_ipv6_request_and_family_without_pool():
     assert ok.ips == ["2001:db8:100::50"]
     v4only = parse_pools({"v4": {"addresses": ["198.51.100.0/24"]}})
     (bad,) = allocate([svc("six", families=(6,))], v4only)
-    assert bad.problems == ["lab/default/six: pools: no auto-assign pool with IPv6 addresses may be used by namespace 'default'"]
+    assert render(bad.problems) == ["lab/default/six: pools: no auto-assign pool with IPv6 addresses may be used by namespace 'default'"]
 
 
 def test_large_ipv6_pool_probe_is_cheap():

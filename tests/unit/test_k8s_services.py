@@ -18,6 +18,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate impo
     translate_service,
 )
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import parse_loadbalancers
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import from_data, render
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "k8s"
 OPTIONS = TranslateOptions(cluster="lab")
@@ -40,6 +41,11 @@ def entries(options: TranslateOptions = OPTIONS, services=None, slices=None, nod
 
 def service(name: str, namespace: str = "default") -> dict[str, Any]:
     return copy.deepcopy(next(s for s in SERVICES if s["metadata"]["name"] == name and s["metadata"]["namespace"] == namespace))
+
+
+def text(problems: list[dict[str, str]]) -> list[str]:
+    """Problems of an entry (plain data) as users read them."""
+    return render(from_data(problems))
 
 
 def translate_one(raw: dict[str, Any], options: TranslateOptions = OPTIONS) -> dict[str, Any]:
@@ -111,7 +117,7 @@ def test_local_policy_checks_health_check_node_port():
 def test_local_policy_without_health_check_node_port_is_a_problem():
     raw = service("local")
     del raw["spec"]["healthCheckNodePort"]
-    assert translate_one(raw)["problems"] == ["lab/default/local: spec.healthCheckNodePort: is required with externalTrafficPolicy Local"]
+    assert text(translate_one(raw)["problems"]) == ["lab/default/local: spec.healthCheckNodePort: is required with externalTrafficPolicy Local"]
 
 
 def test_mixed_protocols_keep_every_port_and_check_the_tcp_node_port():
@@ -129,7 +135,7 @@ def test_udp_only_service_gets_no_tcp_probe():
 def test_sctp_is_a_problem():
     sctp = ALL["default/sctp"]
     assert sctp["loadbalancers"] == []
-    assert sctp["problems"] == ["lab/default/sctp: spec.ports[0].protocol: SCTP is not supported (supported: TCP, UDP)"]
+    assert text(sctp["problems"]) == ["lab/default/sctp: spec.ports[0].protocol: SCTP is not supported (supported: TCP, UDP)"]
 
 
 def test_dual_stack_keeps_family_order_and_names_the_second_lb():
@@ -158,7 +164,7 @@ def test_endpoints_null_means_no_backends_and_a_warning_not_a_problem():
     no_pods = ALL["default/no-pods"]
     assert no_pods["problems"] == []
     assert no_pods["loadbalancers"][0]["backends"] == []
-    assert no_pods["warnings"] == ["lab/default/no-pods: backends: no ready backends"]
+    assert text(no_pods["warnings"]) == ["lab/default/no-pods: backends: no ready backends"]
 
 
 def test_without_node_ports_direct_mode_is_used():
@@ -169,7 +175,7 @@ def test_without_node_ports_direct_mode_is_used():
 
 
 def test_nodeport_mode_without_node_ports_is_a_problem():
-    problems = ALL["default/nodeport-forced"]["problems"]
+    problems = text(ALL["default/nodeport-forced"]["problems"])
     assert "lab/default/nodeport-forced: metadata.annotations[portico.io/backend-mode]: nodeport needs node ports " \
            "but spec.allocateLoadBalancerNodePorts is false (use direct)" in problems
 
@@ -185,7 +191,7 @@ def test_source_ranges_split_by_family_and_unlisted_family_refused():
     v4, v6 = ALL["default/restricted"]["loadbalancers"]
     assert v4["source_ranges"] == ["203.0.113.0/24", "198.18.0.0/24"]
     assert v6["source_ranges"] == ["::/128"]
-    assert ALL["default/restricted"]["warnings"] == [
+    assert text(ALL["default/restricted"]["warnings"]) == [
         "lab/default/restricted/ipv6: spec.loadBalancerSourceRanges: no IPv6 range listed: IPv6 clients are refused"]
 
 
@@ -212,7 +218,7 @@ def test_affinity_snat_and_health_check_overrides():
 def test_bad_annotations_are_problems_naming_the_annotation():
     entry = ALL["default/bad-annotations"]
     assert entry["loadbalancers"] == []
-    assert sorted(entry["problems"]) == sorted([
+    assert sorted(text(entry["problems"])) == sorted([
         "lab/default/bad-annotations: metadata.annotations[portico.io/pol]: unknown annotation (did you mean 'portico.io/pool'?)",
         "lab/default/bad-annotations: metadata.annotations[portico.io/loadBalancerIPs]: '198.51.100.300' is not an IP address",
         "lab/default/bad-annotations: metadata.annotations[portico.io/backend-mode]: unknown value 'fast' (expected one of: nodeport, direct)",
@@ -222,8 +228,25 @@ def test_bad_annotations_are_problems_naming_the_annotation():
 
 
 def test_model_problems_name_the_annotation_that_caused_them():
-    assert ALL["default/slow-check"]["problems"] == [
+    assert text(ALL["default/slow-check"]["problems"]) == [
         "lab/default/slow-check: metadata.annotations[portico.io/health-check-timeout-ms]: 5000 ms is longer than interval_ms 200"]
+
+
+@pytest.mark.parametrize("name, change, expected", [
+    ("echo", {"port": 70000}, "lab/default/echo: spec.ports[0].port: 70000 is out of range 1-65535"),
+    ("echo", {"nodePort": 0}, "lab/default/echo: spec.ports[0].nodePort: 0 is out of range 1-65535"),
+    ("dual", {"targetPort": 0}, "lab/default/dual: spec.ports[0].targetPort: 0 is out of range 1-65535"),
+])
+def test_model_problems_name_the_service_field_that_set_the_value(name, change, expected):
+    raw = service(name)
+    raw["spec"]["ports"][0].update(change)
+    assert text(translate_one(raw)["problems"]) == [expected]  # once, though dual's two LBs both have it
+
+
+def test_model_problems_on_a_default_health_check_name_its_node_port():
+    raw = service("local")
+    raw["spec"]["healthCheckNodePort"] = 70000
+    assert text(translate_one(raw)["problems"]) == ["lab/default/local: spec.healthCheckNodePort: 70000 is out of range 1-65535"]
 
 
 def test_other_annotations_are_not_ours_to_judge():
@@ -249,7 +272,7 @@ def test_cilium_annotations():
 def test_kube_vip_annotation_dual_stack_wins_over_spec_load_balancer_ip():
     entry = ALL["team-b/kubevip"]
     assert entry["requested_ips"] == ["198.51.100.50", "2001:db8:100::50"]
-    assert entry["warnings"] == ["lab/team-b/kubevip: spec.loadBalancerIP: ignored: "
+    assert text(entry["warnings"]) == ["lab/team-b/kubevip: spec.loadBalancerIP: ignored: "
                                  "metadata.annotations[kube-vip.io/loadbalancerIPs] takes precedence"]
 
 
@@ -275,7 +298,7 @@ def test_portico_annotation_takes_precedence():
 def test_requested_ip_problems(value, message):
     raw = service("echo")
     raw["metadata"]["annotations"] = {"portico.io/loadBalancerIPs": value}
-    assert translate_one(raw)["problems"] == [f"lab/default/echo: metadata.annotations[portico.io/loadBalancerIPs]: {message}"]
+    assert text(translate_one(raw)["problems"]) == [f"lab/default/echo: metadata.annotations[portico.io/loadBalancerIPs]: {message}"]
 
 
 def test_annotation_values_are_copied_verbatim():
@@ -290,7 +313,7 @@ def test_one_odd_service_does_not_break_the_others():
     odd["metadata"]["name"] = "odd"
     odd["spec"]["ports"] = [None]
     result = entries(services=[*SERVICES, odd])
-    assert result["default/odd"]["problems"][0].startswith("lab/default/odd: spec: cannot be translated")
+    assert text(result["default/odd"]["problems"])[0].startswith("lab/default/odd: spec: cannot be translated")
     assert result["default/echo"]["problems"] == []
 
 
@@ -334,7 +357,7 @@ def test_service_without_ready_endpoints_is_not_served_unless_asked():
     nodes = [{"metadata": {"name": "node1"}, "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.11"}],
                                                        "conditions": [{"type": "Ready", "status": "True"}]}}]
     strict = translate_cluster([service], [idle_slice], nodes, TranslateOptions(cluster="lab", serve_without_endpoints=False))[0]
-    assert strict["problems"] == ["lab/default/idle: endpoints: no ready endpoints: not served until a pod is ready"]
+    assert text(strict["problems"]) == ["lab/default/idle: endpoints: no ready endpoints: not served until a pod is ready"]
     assert strict["loadbalancers"] == []
     lenient = translate_cluster([service], [idle_slice], nodes, TranslateOptions(cluster="lab"))[0]
     assert lenient["problems"] == [] and lenient["loadbalancers"]

@@ -12,6 +12,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer
     parse_loadbalancer,
     parse_loadbalancers,
 )
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import render
 
 POOLS = parse_pools({"public": {"addresses": ["198.51.100.0/24", "2001:db8:100::/64"]},
                      "range": {"addresses": ["203.0.113.100-203.0.113.120"]}})
@@ -32,7 +33,7 @@ def variant(**changes):
 def problems_of(raw) -> list[str]:
     with pytest.raises(LBValidationError) as err:
         parse_loadbalancer(raw, POOLS)
-    return err.value.problems
+    return render(err.value.problems)
 
 
 def test_defaults_are_filled_in():
@@ -113,7 +114,7 @@ def test_listener_clash_refuses_the_later_lb():
     clash = variant(name="web2", ports=[{"protocol": "tcp", "port": 80}])
     result = parse_loadbalancers([GOOD, clash], POOLS)
     assert [lb.name for lb in result.loadbalancers] == ["web"]
-    assert result.problems == ["web2: ports[0].port: 198.51.100.10 tcp/80 is already used by web"]
+    assert render(result.problems) == ["web2: ports[0].port: 198.51.100.10 tcp/80 is already used by web"]
 
 
 def test_sharing_a_vip_on_disjoint_ports_is_allowed():
@@ -123,7 +124,7 @@ def test_sharing_a_vip_on_disjoint_ports_is_allowed():
 
 def test_duplicate_name_is_refused():
     result = parse_loadbalancers([GOOD, variant(vip="198.51.100.11")], POOLS)
-    assert result.problems == ["web: name: defined twice"]
+    assert render(result.problems) == ["web: name: defined twice"]
 
 
 @pytest.mark.parametrize(
@@ -146,7 +147,7 @@ def test_existing_lbs_own_their_names_and_listeners():
     static = parse_loadbalancer(GOOD, POOLS)
     result = parse_loadbalancers([variant(name="svc"), variant(vip="198.51.100.11")], POOLS, existing=[static])
     assert result.loadbalancers == []
-    assert result.problems == [
+    assert render(result.problems) == [
         "web: name: defined twice",
         "svc: ports[0].port: 198.51.100.10 tcp/80 is already used by web",
         "svc: ports[1].port: 198.51.100.10 udp/53 is already used by web",
@@ -166,4 +167,4 @@ def test_a_shared_vip_has_one_snat_address():
     first = variant(name="a", ports=[{"port": 80}], preserve_source_ip=False, snat_address="192.0.2.1")
     second = variant(name="b", ports=[{"port": 443}], preserve_source_ip=False, snat_address="192.0.2.2")
     result = parse_loadbalancers([first, second], POOLS)
-    assert result.problems == ["b: snat_address: 198.51.100.10 already SNATs to 192.0.2.1 for a"]
+    assert render(result.problems) == ["b: snat_address: 198.51.100.10 already SNATs to 192.0.2.1 for a"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import parse_pools
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import render
 from ansible_collections.portico.gateway.plugins.module_utils.model.sources import merge
 
 POOLS = parse_pools({"public": {"addresses": ["198.51.100.0/24", "2001:db8:100::/64"]}})
@@ -49,7 +50,7 @@ def test_bad_service_is_isolated_and_names_itself():
     statuses = by_name(model)
     assert statuses["good"].served
     assert not statuses["bad"].served and statuses["bad"].ips == []
-    assert statuses["bad"].problems[0].startswith("lab/default/bad: session_affinity:")
+    assert render(statuses["bad"].problems)[0].startswith("lab/default/bad: session_affinity:")
     assert "lab/default/bad" not in {lb.name for lb in model.loadbalancers}
 
 
@@ -64,7 +65,7 @@ def test_dual_stack_service_is_served_whole_or_not_at_all():
 
 def test_static_problems_are_reported_separately():
     model = merge([{**STATIC[0], "vip": "192.0.2.1"}], [service("a")], POOLS)
-    assert model.static_problems == ["static-web: vip: 192.0.2.1 is not in any pool (public)"]
+    assert render(model.static_problems) == ["static-web: vip: 192.0.2.1 is not in any pool (public)"]
     assert by_name(model)["a"].served
 
 

@@ -11,6 +11,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.portico.gateway.plugins.module_utils.model.ha import check_gateways
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import render
 
 
 class ActionModule(ActionBase):
@@ -33,10 +34,11 @@ class ActionModule(ActionBase):
         for instance in report.instances:
             groups.setdefault(instance.name, []).append(
                 {"host": instance.host, "vrid": instance.vrid, "interface": instance.interface, "priority": instance.priority})
-        result.update(problems=report.problems, vrrp_groups=groups)
-        for problem in report.problems:
+        problems = render(report.problems)
+        result.update(problems=problems, vrrp_groups=groups)
+        for problem in problems:
             self._display.warning(problem)
-        if report.problems and args["strict"]:
+        if problems and args["strict"]:
             result["failed"] = True
-            result["msg"] = "invalid HA settings:\n" + "\n".join(report.problems)
+            result["msg"] = "invalid HA settings:\n" + "\n".join(problems)
         return result

@@ -11,7 +11,17 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import PoolError, parse_pools
-from ansible_collections.portico.gateway.plugins.module_utils.model.sources import merge
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import render
+from ansible_collections.portico.gateway.plugins.module_utils.model.sources import ServiceStatus, merge
+
+
+def _status_fact(status: ServiceStatus) -> dict[str, Any]:
+    """What playbooks/k8s_status.yml writes back to one Service (problems as the text it shows)."""
+    return {
+        "cluster": status.cluster, "namespace": status.namespace, "name": status.name, "uid": status.uid,
+        "ips": status.ips, "problems": render(status.problems), "warnings": render(status.warnings),
+        "served": status.served,
+    }
 
 
 class ActionModule(ActionBase):
@@ -35,21 +45,21 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(f"portico_pools: {err}") from None
         model = merge(args["loadbalancers"], args["k8s_services"], pools)
         valid = [lb.to_dict() for lb in model.loadbalancers]
-        services = [status.to_dict() for status in model.services]
+        services = [_status_fact(status) for status in model.services]
+        static_problems = render(model.static_problems)
         result.update(
             loadbalancers=valid,
-            problems=model.static_problems,
+            problems=static_problems,
             services=services,
             vips=sorted({lb.vip for lb in model.loadbalancers}),
             ansible_facts={"portico_lb_model": valid, "portico_k8s_status": services},
         )
-        for status in model.services:
-            for problem in status.problems:
+        for service in services:
+            for problem in service["problems"]:
                 self._display.warning(f"not served: {problem}")
-        if model.static_problems:
-            for problem in model.static_problems:
-                self._display.warning(problem)
-            if args["strict"]:
-                result["failed"] = True
-                result["msg"] = "invalid load balancer definitions:\n" + "\n".join(model.static_problems)
+        for problem in static_problems:
+            self._display.warning(problem)
+        if static_problems and args["strict"]:
+            result["failed"] = True
+            result["msg"] = "invalid load balancer definitions:\n" + "\n".join(static_problems)
         return result

@@ -16,7 +16,8 @@ description:
   - Sets the fact C(portico_lb_model) to the normalised definitions of the valid LBs, and
     C(portico_k8s_status) to what each Kubernetes Service should show (addresses or reasons).
   - Static LBs win every clash with a Kubernetes Service (VIP or listener).
-  - 'Every problem is reported as C(<lb name>: <field>: <what is wrong>).'
+  - 'Every problem is reported as C(<object>: <field>: <what is wrong>): the object is the LB, or the
+    Kubernetes Service with its own field or annotation (C(spec.ports[0].port)) where the value came from it.'
 author:
   - Portico developers (@portico)
 options:
@@ -28,8 +29,9 @@ options:
   k8s_services:
     description:
       - Service entries from the C(portico.gateway.k8s_services) inventory plugin
-        (C(portico_k8s_services)). VIPs are allocated from O(pools); a Service that cannot be
-        served is left out with its reasons in RV(services), and never fails the task.
+        (C(portico_k8s_services)), their problems and warnings as C({subject, field, message}).
+        VIPs are allocated from O(pools); a Service that cannot be served is left out with its
+        reasons in RV(services), and never fails the task.
     type: list
     elements: dict
     default: []
@@ -76,7 +78,9 @@ problems:
   type: list
   elements: str
 services:
-  description: Per Kubernetes Service - cluster, namespace, name, uid, ips, problems, warnings, served.
+  description:
+    - Per Kubernetes Service - cluster, namespace, name, uid, ips, problems, warnings, served.
+    - C(problems) and C(warnings) are lines of text, C(<object>: <field>: <what>).
   returned: always
   type: list
   elements: dict

@@ -5,82 +5,54 @@
 
 Pure translation of plain dicts in the API's JSON shape (what the API server sends, or
 ``ApiClient().sanitize_for_serialization(obj)``) into the entries the inventory plugin
-publishes as ``portico_k8s_services``. No addresses are allocated here (``ipam.allocate``
-does that) and LB validation stays in ``lb_model``: this module only builds raw LB dicts
-and runs them through the model with a placeholder VIP, so a Service's problems are known
-(and named after the Service field or annotation they came from) before allocation.
+publishes as ``portico_k8s_services``. No addresses are allocated here (``model.ipam``
+does that) and LB validation stays in ``model.loadbalancer``: this module only builds raw LB
+dicts and runs them through the model with a placeholder VIP, so a Service's problems are
+known before allocation, each on the Service field or annotation it came from.
 
-Annotation values are data: they are copied, never evaluated.
-Standard library only, like every module_util.
+Annotations are read by ``k8s.annotations``. Values from the API are data: they are copied,
+never evaluated. Standard library only, like every module_util.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.annotations import (
+    BACKEND_MODE_ANNOTATION,
+    IPS_ANNOTATION,
+    LEGACY_SOURCE_RANGES_ANNOTATION,
+    POOL_ANNOTATION,
+    PRESERVE_SOURCE_IP_ANNOTATION,
+    ServiceAnnotations,
+    annotation_field,
+    read_annotations,
+)
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import AddressRange, IPAddress, Pool
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import (
     PROTOCOLS,
     LBValidationError,
     parse_loadbalancer,
 )
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import (
+    FieldSources,
+    Problem,
+    Report,
+    field_path,
+    to_data,
+)
 
 DEFAULT_LOAD_BALANCER_CLASS = "portico.io/gateway"
-BACKEND_MODES = ("nodeport", "direct")
 EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-LEGACY_SOURCE_RANGES = "service.beta.kubernetes.io/load-balancer-source-ranges"
-
-ANNOTATION_PREFIX = "portico.io/"
-POOL_ANNOTATION = "portico.io/pool"
-IPS_ANNOTATION = "portico.io/loadBalancerIPs"
-SHARING_ANNOTATION = "portico.io/sharing-key"
-BACKEND_MODE_ANNOTATION = "portico.io/backend-mode"
-PRESERVE_SOURCE_IP_ANNOTATION = "portico.io/preserve-source-ip"
-# annotation -> health_check field of the LB model
-HEALTH_CHECK_ANNOTATIONS = {
-    "portico.io/health-check-type": "type",
-    "portico.io/health-check-port": "port",
-    "portico.io/health-check-path": "path",
-    "portico.io/health-check-interval-ms": "interval_ms",
-    "portico.io/health-check-timeout-ms": "timeout_ms",
-    "portico.io/health-check-rise": "rise",
-    "portico.io/health-check-fall": "fall",
-}
-PORTICO_ANNOTATIONS = (
-    POOL_ANNOTATION, IPS_ANNOTATION, SHARING_ANNOTATION, BACKEND_MODE_ANNOTATION,
-    PRESERVE_SOURCE_IP_ANNOTATION, *HEALTH_CHECK_ANNOTATIONS,
-)
-
-# Equivalents read so teams can switch from MetalLB, Cilium LB-IPAM or kube-vip without
-# editing Services. Highest precedence first; ``spec.loadBalancerIP`` comes last.
-REQUESTED_IPS_ANNOTATIONS = (
-    IPS_ANNOTATION,
-    "metallb.io/loadBalancerIPs",
-    "metallb.universe.tf/loadBalancerIPs",
-    "lbipam.cilium.io/ips",
-    "io.cilium/lb-ipam-ips",
-    "kube-vip.io/loadbalancerIPs",
-)
-POOL_ANNOTATIONS = (POOL_ANNOTATION, "metallb.io/address-pool", "metallb.universe.tf/address-pool")
-SHARING_ANNOTATIONS = (
-    SHARING_ANNOTATION,
-    "metallb.io/allow-shared-ip",
-    "metallb.universe.tf/allow-shared-ip",
-    "lbipam.cilium.io/sharing-key",
-    "io.cilium/lb-ipam-sharing-key",
-)
 
 # A family the Service's loadBalancerSourceRanges do not mention gets a range no client
 # can come from: restricting IPv4 must not silently leave IPv6 open.
 DENY_ALL_SOURCES = {4: "0.0.0.0/32", 6: "::/128"}
 _FAMILY_NAMES = {"IPv4": 4, "IPv6": 6}
-_INT_RE = re.compile(r"^\s*[0-9]{1,9}\s*$")
 # Validation-only pool: the model checks everything but the (not yet allocated) VIP.
 _ANY_POOL = Pool(
     name="kubernetes",
@@ -93,7 +65,8 @@ _ANY_POOL = Pool(
 
 @dataclass(frozen=True)
 class TranslateOptions:
-    """What the inventory plugin was configured with, for one cluster."""
+    """How one cluster's Services are selected and translated (``k8s.sources`` reads them from
+    the inventory source)."""
 
     cluster: str
     load_balancer_class: str = DEFAULT_LOAD_BALANCER_CLASS
@@ -101,7 +74,7 @@ class TranslateOptions:
     backend_mode: str = "nodeport"
     namespaces: tuple[str, ...] = ()
     exclude_namespaces: tuple[str, ...] = ()
-    # False: a Service without any ready endpoint gets no address and a reason (the plugin's default).
+    # False: a Service without any ready endpoint gets no address and a reason.
     serve_without_endpoints: bool = True
 
 
@@ -121,32 +94,19 @@ class NodeBackends:
 
 
 @dataclass(frozen=True)
-class ServicePort:
-    index: int
+class ServiceSpecPort:
+    """One entry of a Service's ``spec.ports`` that Portico can serve."""
+
+    index: int  # position in spec.ports, for messages
     name: str
     protocol: str  # lower case, as the LB model spells it
     port: int
     node_port: int | None
     target_port: int | str | None
 
-
-def annotation_field(key: str) -> str:
-    return f"metadata.annotations[{key}]"
-
-
-class _Report:
-    """Problems (Service not served) and warnings (served, but say so) of one Service."""
-
-    def __init__(self, key: str):
-        self.key = key
-        self.problems: list[str] = []
-        self.warnings: list[str] = []
-
-    def problem(self, field_path: str, message: str) -> None:
-        self.problems.append(f"{self.key}: {field_path}: {message}")
-
-    def warning(self, field_path: str, message: str, subject: str | None = None) -> None:
-        self.warnings.append(f"{subject or self.key}: {field_path}: {message}")
+    @property
+    def spec_field(self) -> str:
+        return field_path("spec", "ports", self.index)
 
 
 # --- selection -------------------------------------------------------------------
@@ -252,129 +212,10 @@ def _endpoint_ready(endpoint: Mapping[str, Any]) -> bool:
     return (endpoint.get("conditions") or {}).get("ready") is not False
 
 
-# --- annotations -----------------------------------------------------------------
-
-
-def _check_unknown_annotations(annotations: Mapping[str, Any], report: _Report) -> None:
-    for key in sorted(annotations):
-        if not key.startswith(ANNOTATION_PREFIX) or key in PORTICO_ANNOTATIONS:
-            continue
-        hint = difflib.get_close_matches(key, PORTICO_ANNOTATIONS, n=1, cutoff=0.6)
-        suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(PORTICO_ANNOTATIONS)})"
-        report.problem(annotation_field(key), f"unknown annotation{suggestion}")
-
-
-def _present(annotations: Mapping[str, Any], keys: Sequence[str]) -> list[tuple[str, str]]:
-    """(annotation, stripped value) for the non-empty ones among keys, in precedence order."""
-    return [(key, str(annotations[key]).strip()) for key in keys if str(annotations.get(key) or "").strip()]
-
-
-def _first_of(annotations: Mapping[str, Any], keys: Sequence[str], report: _Report) -> tuple[str | None, str]:
-    """Value of the highest-precedence annotation; disagreeing lower ones are reported."""
-    found = _present(annotations, keys)
-    if not found:
-        return None, annotation_field(keys[0])
-    key, value = found[0]
-    for other, other_value in found[1:]:
-        if other_value != value:
-            report.warning(annotation_field(other), f"ignored: {annotation_field(key)} takes precedence")
-    return value, annotation_field(key)
-
-
-def _parse_ip_list(text: str, families: Sequence[int], field_path: str, report: _Report) -> list[str] | None:
-    """One address per family, each of a family the Service has; None (and problems) if not."""
-    addresses: dict[int, str] = {}
-    ok = True
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        try:
-            ip = ipaddress.ip_address(item)
-        except ValueError:
-            report.problem(field_path, f"{item!r} is not an IP address")
-            ok = False
-            continue
-        if ip.version not in families:
-            have = ", ".join(f"IPv{f}" for f in families)
-            report.problem(field_path, f"{ip} is IPv{ip.version} but the Service's ipFamilies are {have}")
-            ok = False
-        elif ip.version in addresses:
-            report.problem(field_path, f"{ip}: only one IPv{ip.version} address may be requested (also {addresses[ip.version]})")
-            ok = False
-        else:
-            addresses[ip.version] = str(ip)
-    return list(addresses.values()) if ok else None
-
-
-def _requested_ips(
-    annotations: Mapping[str, Any], spec: Mapping[str, Any], families: Sequence[int], report: _Report,
-) -> tuple[list[str], str]:
-    sources = [(annotation_field(key), value) for key, value in _present(annotations, REQUESTED_IPS_ANNOTATIONS)]
-    if str(spec.get("loadBalancerIP") or "").strip():
-        sources.append(("spec.loadBalancerIP", str(spec["loadBalancerIP"]).strip()))
-    if not sources:
-        return [], annotation_field(IPS_ANNOTATION)
-    field_path, text = sources[0]
-    chosen = _parse_ip_list(text, families, field_path, report)
-    for other_field, other_text in sources[1:]:
-        other = _parse_ip_list(other_text, families, other_field, _Report(report.key))
-        # A subset agrees: kube-vip's cloud provider mirrors one address into spec.loadBalancerIP.
-        if other is None or not set(other) <= set(chosen or []):
-            report.warning(other_field, f"ignored: {field_path} takes precedence")
-    return chosen or [], field_path
-
-
-def _backend_mode(annotations: Mapping[str, Any], spec: Mapping[str, Any], default: str, report: _Report) -> str:
-    node_ports = spec.get("allocateLoadBalancerNodePorts") is not False
-    raw = annotations.get(BACKEND_MODE_ANNOTATION)
-    if raw is None:
-        # Without node ports there is nothing to send to but the pods.
-        return default if node_ports else "direct"
-    mode = str(raw).strip().lower()
-    field_path = annotation_field(BACKEND_MODE_ANNOTATION)
-    if mode not in BACKEND_MODES:
-        report.problem(field_path, f"unknown value {str(raw)!r} (expected one of: {', '.join(BACKEND_MODES)})")
-        return default
-    if mode == "nodeport" and not node_ports:
-        report.problem(field_path, "nodeport needs node ports but spec.allocateLoadBalancerNodePorts is false (use direct)")
-    return mode
-
-
-def _bool_annotation(annotations: Mapping[str, Any], key: str, report: _Report) -> bool | None:
-    raw = annotations.get(key)
-    if raw is None:
-        return None
-    value = str(raw).strip().lower()
-    if value not in ("true", "false"):
-        report.problem(annotation_field(key), f"expected \"true\" or \"false\", got {str(raw)!r}")
-        return None
-    return value == "true"
-
-
-def _health_check_overrides(annotations: Mapping[str, Any], report: _Report) -> tuple[dict[str, Any], dict[str, str]]:
-    """Health check fields set by annotation, and model field -> annotation (for messages)."""
-    overrides: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for key, model_field in HEALTH_CHECK_ANNOTATIONS.items():
-        if key not in annotations:
-            continue
-        raw = str(annotations[key])
-        sources[f"health_check.{model_field}"] = annotation_field(key)
-        if model_field == "type":
-            overrides[model_field] = raw.strip().lower()
-        elif model_field == "path":
-            overrides[model_field] = raw.strip()
-        elif _INT_RE.match(raw):
-            overrides[model_field] = int(raw)
-        else:
-            report.problem(annotation_field(key), f"expected an integer, got {raw!r}")
-    return overrides, sources
-
-
 # --- spec ------------------------------------------------------------------------
 
 
-def _ip_families(spec: Mapping[str, Any], report: _Report) -> list[int]:
+def _ip_families(spec: Mapping[str, Any], report: Report) -> list[int]:
     raw = spec.get("ipFamilies")
     if not raw:
         # Only very old objects lack ipFamilies; their clusterIP tells the family.
@@ -385,36 +226,37 @@ def _ip_families(spec: Mapping[str, Any], report: _Report) -> list[int]:
     families: list[int] = []
     for index, name in enumerate(raw):
         if name not in _FAMILY_NAMES:
-            report.problem(f"spec.ipFamilies[{index}]", f"unknown IP family {name!r}")
+            report.problem(field_path("spec", "ipFamilies", index), f"unknown IP family {name!r}")
         elif _FAMILY_NAMES[name] not in families:
             families.append(_FAMILY_NAMES[name])
     return families
 
 
-def _service_ports(spec: Mapping[str, Any], report: _Report) -> list[ServicePort]:
+def _spec_ports(spec: Mapping[str, Any], report: Report) -> list[ServiceSpecPort]:
+    raws = spec.get("ports") or []
+    if not raws:
+        report.problem("spec.ports", "the Service has no ports")
     ports = []
-    for index, raw in enumerate(spec.get("ports") or []):
+    for index, raw in enumerate(raws):
         protocol = str(raw.get("protocol") or "TCP")
         if protocol.lower() not in PROTOCOLS:
             supported = ", ".join(p.upper() for p in PROTOCOLS)
-            report.problem(f"spec.ports[{index}].protocol", f"{protocol} is not supported (supported: {supported})")
+            report.problem(field_path("spec", "ports", index, "protocol"), f"{protocol} is not supported (supported: {supported})")
             continue
-        ports.append(ServicePort(
+        ports.append(ServiceSpecPort(
             index=index, name=str(raw.get("name") or ""), protocol=protocol.lower(), port=raw.get("port"),
             node_port=raw.get("nodePort"), target_port=raw.get("targetPort"),
         ))
-    if not ports and not report.problems:
-        report.problem("spec.ports", "the Service has no ports")
     return ports
 
 
-def _source_ranges(spec: Mapping[str, Any], annotations: Mapping[str, Any], report: _Report) -> dict[int, list[str]] | None:
+def _source_ranges(spec: Mapping[str, Any], annotations: Mapping[str, Any], report: Report) -> dict[int, list[str]] | None:
     """Source ranges split by family; None when the Service does not restrict sources."""
     raw: list[Any] = list(spec.get("loadBalancerSourceRanges") or [])
-    field_path = "spec.loadBalancerSourceRanges"
-    if not raw and str(annotations.get(LEGACY_SOURCE_RANGES) or "").strip():
-        raw = [part for part in str(annotations[LEGACY_SOURCE_RANGES]).split(",") if part.strip()]
-        field_path = annotation_field(LEGACY_SOURCE_RANGES)
+    where = "spec.loadBalancerSourceRanges"
+    if not raw and str(annotations.get(LEGACY_SOURCE_RANGES_ANNOTATION) or "").strip():
+        raw = [part for part in str(annotations[LEGACY_SOURCE_RANGES_ANNOTATION]).split(",") if part.strip()]
+        where = annotation_field(LEGACY_SOURCE_RANGES_ANNOTATION)
     if not raw:
         return None
     by_family: dict[int, list[str]] = {4: [], 6: []}
@@ -422,7 +264,7 @@ def _source_ranges(spec: Mapping[str, Any], annotations: Mapping[str, Any], repo
         try:
             network = ipaddress.ip_network(str(text).strip(), strict=False)
         except ValueError:
-            report.problem(f"{field_path}[{index}]", f"{text!r} is not a CIDR")
+            report.problem(field_path(where, index), f"{text!r} is not a CIDR")
             continue
         by_family[network.version].append(str(network))
     return by_family
@@ -454,7 +296,7 @@ def _slice_port_map(endpoint_slice: Mapping[str, Any]) -> dict[tuple[str, str], 
     return found
 
 
-def _resolve_targets(ports: Sequence[ServicePort], port_map: Mapping[tuple[str, str], int]) -> tuple[int, ...] | None:
+def _resolve_targets(ports: Sequence[ServiceSpecPort], port_map: Mapping[tuple[str, str], int]) -> tuple[int, ...] | None:
     """Target port per Service port for one slice (slices hold the resolved named ports)."""
     resolved = []
     for port in ports:
@@ -478,7 +320,7 @@ def _endpoint_address(endpoint: Mapping[str, Any], family: int) -> IPAddress | N
 
 
 def _ready_endpoints(
-    slices: Sequence[Mapping[str, Any]], ports: Sequence[ServicePort], family: int, lb_name: str, report: _Report,
+    slices: Sequence[Mapping[str, Any]], ports: Sequence[ServiceSpecPort], family: int, lb_name: str, report: Report,
 ) -> list[tuple[tuple[int, ...], IPAddress, str | None]]:
     """(target ports, address, pod name) of the ready endpoints of one family."""
     address_type = f"IPv{family}"
@@ -502,7 +344,7 @@ def _ready_endpoints(
 
 
 def _direct_backends(
-    slices: Sequence[Mapping[str, Any]], ports: Sequence[ServicePort], family: int, lb_name: str, report: _Report,
+    slices: Sequence[Mapping[str, Any]], ports: Sequence[ServiceSpecPort], family: int, lb_name: str, report: Report,
 ) -> tuple[tuple[int, ...], list[dict[str, Any]]]:
     """Backend port per Service port, and pod backends (with a port only where it differs)."""
     endpoints = _ready_endpoints(slices, ports, family, lb_name, report)
@@ -532,25 +374,32 @@ def _direct_backends(
 # --- LB dicts --------------------------------------------------------------------
 
 
-def _default_health_check(mode: str, spec: Mapping[str, Any], ports: Sequence[ServicePort], report: _Report) -> dict[str, Any]:
+_HEALTH_CHECK_PORT = field_path("health_check", "port")
+
+
+def _default_health_check(
+    mode: str, spec: Mapping[str, Any], ports: Sequence[ServiceSpecPort], report: Report,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The health check a Service gets without annotations, and where its port came from."""
     tcp_ports = [port for port in ports if port.protocol == "tcp"]
     if mode == "nodeport" and spec.get("externalTrafficPolicy") == "Local":
         # kube-proxy answers 200 on healthCheckNodePort only on nodes with local endpoints.
         if not isinstance(spec.get("healthCheckNodePort"), int):
             report.problem("spec.healthCheckNodePort", "is required with externalTrafficPolicy Local")
-        return {"type": "http", "port": spec.get("healthCheckNodePort"), "path": "/healthz"}
+        check = {"type": "http", "port": spec.get("healthCheckNodePort"), "path": "/healthz"}
+        return check, {_HEALTH_CHECK_PORT: "spec.healthCheckNodePort"}
     if not tcp_ports:
-        return {"type": "none"}  # UDP-only: a TCP probe would always fail
+        return {"type": "none"}, {}  # UDP-only: a TCP probe would always fail
     if mode == "nodeport":
-        return {"type": "tcp", "port": tcp_ports[0].node_port}
-    return {"type": "tcp"}
+        return {"type": "tcp", "port": tcp_ports[0].node_port}, {_HEALTH_CHECK_PORT: field_path(tcp_ports[0].spec_field, "nodePort")}
+    return {"type": "tcp"}, {}
 
 
 def _lb_name(key: str, index: int, family: int) -> str:
     return key if index == 0 else f"{key}/ipv{family}"
 
 
-def _lb_ports(ports: Sequence[ServicePort], backend_ports: Sequence[int | None]) -> list[dict[str, Any]]:
+def _lb_ports(ports: Sequence[ServiceSpecPort], backend_ports: Sequence[int | None]) -> list[dict[str, Any]]:
     result = []
     for port, backend_port in zip(ports, backend_ports):
         item: dict[str, Any] = {"protocol": port.protocol, "port": port.port, "backend_port": backend_port}
@@ -560,25 +409,15 @@ def _lb_ports(ports: Sequence[ServicePort], backend_ports: Sequence[int | None])
     return result
 
 
-def _rename_fields(problems: Iterable[str], field_sources: Mapping[str, str]) -> list[str]:
-    """Model problems name model fields; say which Service field or annotation set them."""
-    renamed = []
-    for problem in problems:
-        parts = problem.split(": ", 2)
-        if len(parts) == 3 and parts[1] in field_sources:
-            problem = f"{parts[0]}: {field_sources[parts[1]]}: {parts[2]}"
-        renamed.append(problem)
-    return renamed
-
-
-def _model_problems(lb: Mapping[str, Any], family: int, field_sources: Mapping[str, str]) -> list[str]:
+def _model_problems(lb: Mapping[str, Any], family: int, sources: FieldSources) -> list[Problem]:
+    """The model's verdict on one LB dict, each problem on the Service field that set the value."""
     # Backends are valid by construction (parsed node and pod IPs of the family, deduplicated);
     # leaving them out keeps thousands of Services cheap. lb_validate still checks them later.
     probe = {**lb, "vip": "0.0.0.0" if family == 4 else "::", "pool": _ANY_POOL.name, "backends": []}
     try:
         parse_loadbalancer(probe, {_ANY_POOL.name: _ANY_POOL})
     except LBValidationError as err:
-        return _rename_fields(err.problems, field_sources)
+        return [sources.locate(problem) for problem in err.problems]
     return []
 
 
@@ -588,15 +427,40 @@ class _ServiceView:
 
     key: str
     mode: str
-    ports: tuple[ServicePort, ...]
+    ports: tuple[ServiceSpecPort, ...]
     health_check: Mapping[str, Any]
     source_ranges: Mapping[int, list[str]] | None
     preserve_source_ip: bool
     session_affinity: str
     slices: tuple[Mapping[str, Any], ...]
+    field_sources: FieldSources  # LB field -> the Service field that set it
 
 
-def _loadbalancer(view: _ServiceView, index: int, family: int, nodes: NodeBackends, report: _Report) -> dict[str, Any]:
+def _port_sources(ports: Sequence[ServiceSpecPort], mode: str) -> dict[str, str]:
+    """``ports[i].*`` of the LB -> ``spec.ports[j].*`` of the Service (j skips nothing Portico
+    serves, but stays the Service's own index)."""
+    backend_port = "nodePort" if mode == "nodeport" else "targetPort"
+    fields = {"ports": "spec.ports"}
+    for index, port in enumerate(ports):
+        lb_port = field_path("ports", index)
+        fields[lb_port] = port.spec_field
+        for lb_field, spec_field in (("port", "port"), ("protocol", "protocol"), ("name", "name"), ("backend_port", backend_port)):
+            fields[field_path(lb_port, lb_field)] = field_path(port.spec_field, spec_field)
+    return fields
+
+
+def _field_sources(
+    key: str, ports: Sequence[ServiceSpecPort], mode: str, health_check_fields: Mapping[str, str],
+    settings: ServiceAnnotations,
+) -> FieldSources:
+    fields = {"name": "metadata.name", "session_affinity": "spec.sessionAffinity", **_port_sources(ports, mode),
+              **health_check_fields}
+    if settings.preserve_source_ip is not None:
+        fields["preserve_source_ip"] = annotation_field(PRESERVE_SOURCE_IP_ANNOTATION)
+    return FieldSources(subject=key, fields=fields)
+
+
+def _loadbalancer(view: _ServiceView, index: int, family: int, nodes: NodeBackends, report: Report) -> dict[str, Any]:
     name = _lb_name(view.key, index, family)
     if view.mode == "nodeport":
         backend_ports: Sequence[int | None] = [port.node_port for port in view.ports]
@@ -622,11 +486,44 @@ def _loadbalancer(view: _ServiceView, index: int, family: int, nodes: NodeBacken
     }
 
 
-def _check_node_ports(ports: Sequence[ServicePort], report: _Report) -> None:
+def _check_node_ports(ports: Sequence[ServiceSpecPort], report: Report) -> None:
     for port in ports:
         if not isinstance(port.node_port, int):
-            report.problem(f"spec.ports[{port.index}].nodePort", "is not allocated (nodeport mode needs it; "
+            report.problem(field_path(port.spec_field, "nodePort"), "is not allocated (nodeport mode needs it; "
                            f"set {BACKEND_MODE_ANNOTATION}: direct)")
+
+
+def _service_key(cluster: str, meta: Mapping[str, Any]) -> str:
+    return f"{cluster}/{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def _service_view(
+    key: str, spec: Mapping[str, Any], annotations: Mapping[str, Any], settings: ServiceAnnotations,
+    slices: Sequence[Mapping[str, Any]], report: Report,
+) -> _ServiceView:
+    mode = settings.backend_mode
+    ports = tuple(_spec_ports(spec, report))
+    if mode == "nodeport":
+        _check_node_ports(ports, report)
+    health_check, health_check_fields = _default_health_check(mode, spec, ports, report)
+    return _ServiceView(
+        key=key, mode=mode, ports=ports,
+        health_check={**health_check, **settings.health_check},
+        source_ranges=_source_ranges(spec, annotations, report),
+        preserve_source_ip=settings.preserve_source_ip if settings.preserve_source_ip is not None else True,
+        session_affinity="client_ip" if spec.get("sessionAffinity") == "ClientIP" else "none",
+        slices=tuple(slices),
+        field_sources=_field_sources(key, ports, mode, {**health_check_fields, **settings.health_check_fields}, settings),
+    )
+
+
+def _loadbalancers(view: _ServiceView, families: Sequence[int], nodes: NodeBackends, report: Report) -> list[dict[str, Any]]:
+    """One LB dict per IP family; the model's problems with them go to ``report`` (once each:
+    the families share the Service's fields)."""
+    loadbalancers = [_loadbalancer(view, index, family, nodes, report) for index, family in enumerate(families)]
+    for lb, family in zip(loadbalancers, families):
+        report.problems.extend(p for p in _model_problems(lb, family, view.field_sources) if p not in report.problems)
+    return loadbalancers
 
 
 def translate_service(
@@ -638,56 +535,42 @@ def translate_service(
     """One ``portico_k8s_services`` entry; problems mean the Service is not served."""
     meta = _meta(service)
     spec = service.get("spec") or {}
-    key = f"{options.cluster}/{meta.get('namespace', '')}/{meta.get('name', '')}"
-    report = _Report(key)
+    report = Report(_service_key(options.cluster, meta))
     annotations = {str(k): v for k, v in (meta.get("annotations") or {}).items()}
-    _check_unknown_annotations(annotations, report)
     families = _ip_families(spec, report)
-    requested, requested_field = _requested_ips(annotations, spec, families, report)
-    pool, pool_field = _first_of(annotations, POOL_ANNOTATIONS, report)
-    sharing_key, _sharing_field = _first_of(annotations, SHARING_ANNOTATIONS, report)
-    mode = _backend_mode(annotations, spec, options.backend_mode, report)
-    ports = tuple(_service_ports(spec, report))
-    if mode == "nodeport":
-        _check_node_ports(ports, report)
-    overrides, field_sources = _health_check_overrides(annotations, report)
-    preserve = _bool_annotation(annotations, PRESERVE_SOURCE_IP_ANNOTATION, report)
-    view = _ServiceView(
-        key=key, mode=mode, ports=ports,
-        health_check={**_default_health_check(mode, spec, ports, report), **overrides},
-        source_ranges=_source_ranges(spec, annotations, report),
-        preserve_source_ip=preserve if preserve is not None else True,
-        session_affinity="client_ip" if spec.get("sessionAffinity") == "ClientIP" else "none",
-        slices=tuple(slices),
-    )
-    if not isinstance(nodes, NodeBackends):
-        nodes = node_backends(nodes)
-    loadbalancers: list[dict[str, Any]] = []
+    settings = read_annotations(annotations, spec, families, options.backend_mode, report)
+    view = _service_view(report.subject, spec, annotations, settings, slices, report)
     if not report.problems and not options.serve_without_endpoints and not _has_ready_endpoint(slices):
         # Cloud behaviour would hand out an address that answers nothing; we say why instead
         # (an Event), and the stable hash-probe gives the same address back once a pod is ready.
         report.problem("endpoints", "no ready endpoints: not served until a pod is ready")
+    loadbalancers: list[dict[str, Any]] = []
     if not report.problems:
-        loadbalancers = [_loadbalancer(view, index, family, nodes, report) for index, family in enumerate(families)]
-        for lb, family in zip(loadbalancers, families):
-            report.problems.extend(_model_problems(lb, family, field_sources))
+        backends = nodes if isinstance(nodes, NodeBackends) else node_backends(nodes)
+        loadbalancers = _loadbalancers(view, families, backends, report)
+    return {
+        **_identity(options, meta),
+        "ip_families": families,
+        "requested_ips": settings.requested_ips,
+        "requested_ips_field": settings.requested_ips_field,
+        "status_ips": _status_ips(service),
+        "pool": settings.pool,
+        "pool_field": settings.pool_field,
+        "sharing_key": settings.sharing_key,
+        "backend_mode": settings.backend_mode,
+        "loadbalancers": [] if report.problems else loadbalancers,
+        "problems": to_data(report.problems),
+        "warnings": to_data(report.warnings),
+    }
+
+
+def _identity(options: TranslateOptions, meta: Mapping[str, Any]) -> dict[str, str]:
     return {
         "cluster": options.cluster,
         "namespace": str(meta.get("namespace", "")),
         "name": str(meta.get("name", "")),
         "uid": str(meta.get("uid", "")),
         "resource_version": str(meta.get("resourceVersion", "")),
-        "ip_families": families,
-        "requested_ips": requested,
-        "requested_ips_field": requested_field,
-        "status_ips": _status_ips(service),
-        "pool": pool,
-        "pool_field": pool_field,
-        "sharing_key": sharing_key,
-        "backend_mode": mode,
-        "loadbalancers": [] if report.problems else loadbalancers,
-        "problems": report.problems,
-        "warnings": report.warnings,
     }
 
 
@@ -698,14 +581,13 @@ def _has_ready_endpoint(slices: Sequence[Mapping[str, Any]]) -> bool:
 def _broken_entry(service: Mapping[str, Any], options: TranslateOptions, err: Exception) -> dict[str, Any]:
     """A Service whose shape surprised the translation: reported, never fatal to the others."""
     meta = _meta(service) if isinstance(service, Mapping) else {}
-    key = f"{options.cluster}/{meta.get('namespace', '')}/{meta.get('name', '')}"
+    problem = Problem(_service_key(options.cluster, meta), "spec", f"cannot be translated ({type(err).__name__}: {err})")
     return {
-        "cluster": options.cluster, "namespace": str(meta.get("namespace", "")), "name": str(meta.get("name", "")),
-        "uid": str(meta.get("uid", "")), "resource_version": str(meta.get("resourceVersion", "")),
+        **_identity(options, meta),
         "ip_families": [], "requested_ips": [], "requested_ips_field": annotation_field(IPS_ANNOTATION),
         "status_ips": [], "pool": None, "pool_field": annotation_field(POOL_ANNOTATION), "sharing_key": None,
         "backend_mode": options.backend_mode, "loadbalancers": [],
-        "problems": [f"{key}: spec: cannot be translated ({type(err).__name__}: {err})"], "warnings": [],
+        "problems": to_data([problem]), "warnings": [],
     }
 
 

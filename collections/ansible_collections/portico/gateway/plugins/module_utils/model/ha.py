@@ -16,6 +16,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import Problem
+
 HA_MODES = ("single", "vrrp", "bgp")
 MAX_ASN = 4294967295
 
@@ -32,11 +34,16 @@ class VrrpInstance:
 
 @dataclass
 class HaReport:
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     instances: list[VrrpInstance] = field(default_factory=list)
 
-    def add(self, host: str, where: str, message: str) -> None:
-        self.problems.append(f"{host}: {where}: {message}")
+    def add(self, subject: str, where: str, message: str) -> None:
+        """``subject``: a gateway host, or a VRRP group (``VRRP instance <name>``)."""
+        self.problems.append(Problem(subject, where, message))
+
+    def across(self, message: str) -> None:
+        """A problem of several gateways together (the message names them)."""
+        self.problems.append(Problem("", "", message))
 
 
 def _int_in(value: Any, low: int, high: int) -> int | None:
@@ -112,24 +119,24 @@ def _check_vrrp_across_hosts(instances: Sequence[VrrpInstance], report: HaReport
     for (interface, vrid), names in sorted(by_vrid.items()):
         if len(names) > 1:
             users = "; ".join(f"instance {name} on {', '.join(sorted(hosts))}" for name, hosts in sorted(names.items()))
-            report.problems.append(f"duplicate VRID {vrid} on {interface}: {users} (each VRRP group needs its own VRID)")
+            report.across(f"duplicate VRID {vrid} on {interface}: {users} (each VRRP group needs its own VRID)")
     for name, members in sorted(by_name.items()):
         first = members[0]
         for other in members[1:]:
             if other.vrid != first.vrid or other.interface != first.interface:
-                report.problems.append(
-                    f"VRRP instance {name}: {first.host} uses VRID {first.vrid} on {first.interface}, "
+                report.add(
+                    f"VRRP instance {name}", "", f"{first.host} uses VRID {first.vrid} on {first.interface}, "
                     f"{other.host} uses VRID {other.vrid} on {other.interface}; the members of one group must agree")
             if other.addresses != first.addresses:
-                report.problems.append(
-                    f"VRRP instance {name}: {first.host} and {other.host} list different addresses; "
+                report.add(
+                    f"VRRP instance {name}", "", f"{first.host} and {other.host} list different addresses; "
                     "the addresses that move together must be the same on every member")
         if len(members) > 1:
             top = max(member.priority for member in members)
             tied = sorted(member.host for member in members if member.priority == top)
             if len(tied) > 1:
-                report.problems.append(
-                    f"VRRP instance {name}: {', '.join(tied)} share the highest priority {top}; "
+                report.add(
+                    f"VRRP instance {name}", "", f"{', '.join(tied)} share the highest priority {top}; "
                     "give the intended master a higher priority")
 
 
@@ -172,7 +179,7 @@ def _bgp_settings(host: str, hostvars: Mapping[str, Any], report: HaReport) -> s
 def _check_unique(report: HaReport, what: str, owners: Mapping[str, list[str]]) -> None:
     for value, hosts in sorted(owners.items()):
         if len(hosts) > 1:
-            report.problems.append(f"{what} clash: {', '.join(sorted(hosts))} all use {value}")
+            report.across(f"{what} clash: {', '.join(sorted(hosts))} all use {value}")
 
 
 def check_gateways(gateways: Mapping[str, Mapping[str, Any]]) -> HaReport:

@@ -13,8 +13,10 @@ import bisect
 import hashlib
 import ipaddress
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import Problem, from_data
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -23,7 +25,16 @@ POOL_FIELDS = frozenset({"addresses", "namespaces", "avoid_buggy_ips", "auto_ass
 
 
 class PoolError(ValueError):
-    """A pool definition is wrong; the message names pool and field."""
+    """A pool definition is wrong (pools are all-or-nothing: an address in a wrong pool is worse
+    than no address)."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(problem.render())
+        self.problem = problem
+
+
+def _pool_problem(pool: str, field_path: str, message: str) -> PoolError:
+    return PoolError(Problem(f"pool {pool}", field_path, message))
 
 
 @dataclass(frozen=True)
@@ -55,9 +66,9 @@ class Pool:
 
 
 def _parse_range(pool: str, index: int, text: Any) -> AddressRange:
-    where = f"pool {pool}: addresses[{index}]"
+    where = f"addresses[{index}]"
     if not isinstance(text, str) or not text.strip():
-        raise PoolError(f"{where}: expected a CIDR or a first-last range, got {text!r}")
+        raise _pool_problem(pool, where, f"expected a CIDR or a first-last range, got {text!r}")
     text = text.strip()
     try:
         if "-" in text:
@@ -65,34 +76,34 @@ def _parse_range(pool: str, index: int, text: Any) -> AddressRange:
             first = ipaddress.ip_address(first_text)
             last = ipaddress.ip_address(last_text)
             if first.version != last.version:
-                raise PoolError(f"{where}: {text!r} mixes IPv4 and IPv6")
+                raise _pool_problem(pool, where, f"{text!r} mixes IPv4 and IPv6")
             if first > last:
-                raise PoolError(f"{where}: {text!r} ends before it starts")
+                raise _pool_problem(pool, where, f"{text!r} ends before it starts")
             return AddressRange(first, last)
         network = ipaddress.ip_network(text, strict=True)
     except ValueError as err:
         if isinstance(err, PoolError):
             raise
-        raise PoolError(f"{where}: {text!r} is not a CIDR or range ({err})") from None
+        raise _pool_problem(pool, where, f"{text!r} is not a CIDR or range ({err})") from None
     return AddressRange(network.network_address, network.broadcast_address)
 
 
 def parse_pool(name: str, raw: Any) -> Pool:
     if not isinstance(raw, Mapping):
-        raise PoolError(f"pool {name}: expected a mapping with 'addresses', got {type(raw).__name__}")
+        raise _pool_problem(name, "", f"expected a mapping with 'addresses', got {type(raw).__name__}")
     unknown = sorted(set(raw) - POOL_FIELDS)
     if unknown:
-        raise PoolError(f"pool {name}: {unknown[0]}: unknown field (known: {', '.join(sorted(POOL_FIELDS))})")
+        raise _pool_problem(name, str(unknown[0]), f"unknown field (known: {', '.join(sorted(POOL_FIELDS))})")
     addresses = raw.get("addresses")
     if not isinstance(addresses, list) or not addresses:
-        raise PoolError(f"pool {name}: addresses: expected a non-empty list of CIDRs or ranges")
+        raise _pool_problem(name, "addresses", "expected a non-empty list of CIDRs or ranges")
     ranges = tuple(_parse_range(name, index, item) for index, item in enumerate(addresses))
     namespaces = raw.get("namespaces", [])
     if not isinstance(namespaces, list) or not all(isinstance(ns, str) for ns in namespaces):
-        raise PoolError(f"pool {name}: namespaces: expected a list of namespace names")
+        raise _pool_problem(name, "namespaces", "expected a list of namespace names")
     for flag in ("avoid_buggy_ips", "auto_assign"):
         if flag in raw and not isinstance(raw[flag], bool):
-            raise PoolError(f"pool {name}: {flag}: expected true or false, got {raw[flag]!r}")
+            raise _pool_problem(name, flag, f"expected true or false, got {raw[flag]!r}")
     return Pool(
         name=name,
         ranges=ranges,
@@ -111,7 +122,7 @@ def parse_pools(raw: Any) -> dict[str, Pool]:
     if raw in (None, ""):
         return {}
     if not isinstance(raw, Mapping):
-        raise PoolError(f"pools: expected a mapping of pool name to definition, got {type(raw).__name__}")
+        raise PoolError(Problem("pools", "", f"expected a mapping of pool name to definition, got {type(raw).__name__}"))
     pools = {str(name): parse_pool(str(name), body) for name, body in raw.items()}
     _refuse_overlaps(pools.values())
     return pools
@@ -123,7 +134,7 @@ def _refuse_overlaps(pools: Iterable[Pool]) -> None:
         for block in pool.ranges:
             for other_name, other in seen:
                 if _overlap(block, other):
-                    raise PoolError(f"pool {pool.name}: addresses: {block} overlaps pool {other_name} ({other})")
+                    raise _pool_problem(pool.name, "addresses", f"{block} overlaps pool {other_name} ({other})")
             seen.append((pool.name, block))
 
 
@@ -159,15 +170,12 @@ class Allocation:
     uid: str
     ips: list[str] = field(default_factory=list)
     loadbalancers: list[dict[str, Any]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def key(self) -> str:
         return f"{self.cluster}/{self.namespace}/{self.name}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -185,12 +193,15 @@ class _Claimant:
     requested_field: str
     sharing_key: str | None
     ports: frozenset[tuple[str, int]]
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
     chosen: dict[int, tuple[IPAddress, str]] = field(default_factory=dict)
 
-    def fail(self, field_path: str, message: str) -> None:
-        self.problems.append(f"{self.key}: {field_path}: {message}")
+    def fail(self, where: str, message: str) -> None:
+        self.problems.append(Problem(self.key, where, message))
+
+    def warn(self, where: str, message: str) -> None:
+        self.warnings.append(Problem(self.key, where, message))
 
     @property
     def failed(self) -> bool:
@@ -357,8 +368,8 @@ def _claimant_of(entry: AllocationInput) -> _Claimant:
         requested_field=str(entry.get("requested_ips_field") or "metadata.annotations[portico.io/loadBalancerIPs]"),
         sharing_key=entry.get("sharing_key") or None,
         ports=_ports_of(entry),
-        problems=[str(p) for p in entry.get("problems") or []],
-        warnings=[str(w) for w in entry.get("warnings") or []],
+        problems=from_data(entry.get("problems"), key),
+        warnings=from_data(entry.get("warnings"), key),
     )
     for value in entry.get("requested_ips") or []:
         address = _ip_or_none(value)
@@ -414,7 +425,7 @@ def _keep_status(claimant: _Claimant, family: int, pools: Mapping[str, Pool], le
             return
         reasons.append(reason or "")
     if reasons:
-        claimant.warnings.append(f"{claimant.key}: status.loadBalancer.ingress: {'; '.join(reasons)}: choosing another address")
+        claimant.warn("status.loadBalancer.ingress", f"{'; '.join(reasons)}: choosing another address")
 
 
 def _take_requested(claimant: _Claimant, family: int, pools: Mapping[str, Pool], ledger: _Ledger) -> None:

@@ -11,11 +11,16 @@ Static LBs win every clash, so a Service can never take over a configured VIP or
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import Pool, allocate
-from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import LoadBalancer, parse_loadbalancers
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import Allocation, Pool, allocate
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import (
+    LoadBalancer,
+    ModelResult,
+    parse_loadbalancers,
+)
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import Problem
 
 
 @dataclass
@@ -27,56 +32,62 @@ class ServiceStatus:
     name: str
     uid: str
     ips: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.cluster}/{self.namespace}/{self.name}"
 
     @property
     def served(self) -> bool:
         return bool(self.ips) and not self.problems
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "served": self.served}
-
 
 @dataclass
 class MergedModel:
     loadbalancers: list[LoadBalancer]
-    static_problems: list[str]
+    static_problems: list[Problem]
     services: list[ServiceStatus]
 
 
-def _service_lbs(statuses: Sequence[ServiceStatus], allocations: Sequence[Any]) -> dict[str, str]:
-    """LB name -> Service key, for the Services that got addresses."""
-    owner: dict[str, str] = {}
+def _status_of(allocation: Allocation) -> ServiceStatus:
+    return ServiceStatus(cluster=allocation.cluster, namespace=allocation.namespace, name=allocation.name,
+                         uid=allocation.uid, ips=list(allocation.ips), problems=list(allocation.problems),
+                         warnings=list(allocation.warnings))
+
+
+def _service_lbs(statuses: Sequence[ServiceStatus], allocations: Sequence[Allocation]) -> dict[str, ServiceStatus]:
+    """LB name -> its Service, for the Services that got addresses."""
+    owner: dict[str, ServiceStatus] = {}
     for status, allocation in zip(statuses, allocations):
         if status.problems:
             continue
         for lb in allocation.loadbalancers:
-            owner[lb["name"]] = f"{status.cluster}/{status.namespace}/{status.name}"
+            owner[lb["name"]] = status
     return owner
+
+
+def _refuse_services(result: ModelResult, owner: Mapping[str, ServiceStatus]) -> set[str]:
+    """Give each Service the model's problems with its LBs; the keys of the Services refused."""
+    refused = {owner[name].key for name in result.refused if name in owner}
+    for problem in result.problems:
+        status = owner.get(problem.subject)
+        if status is not None and status.key in refused:
+            status.problems.append(problem)
+    for status in owner.values():
+        if status.key in refused:
+            status.ips = []  # a Service is served whole (every family) or not at all
+    return refused
 
 
 def merge(static_raws: Any, k8s_services: Sequence[Mapping[str, Any]], pools: Mapping[str, Pool]) -> MergedModel:
     static = parse_loadbalancers(static_raws, pools)
     allocations = allocate(k8s_services, pools, reserved=[lb.vip for lb in static.loadbalancers])
-    statuses = [
-        ServiceStatus(cluster=a.cluster, namespace=a.namespace, name=a.name, uid=a.uid, ips=list(a.ips),
-                      problems=list(a.problems), warnings=list(a.warnings))
-        for a in allocations
-    ]
+    statuses = [_status_of(allocation) for allocation in allocations]
     owner = _service_lbs(statuses, allocations)
     k8s_raws = [lb for status, a in zip(statuses, allocations) if not status.problems for lb in a.loadbalancers]
     services = parse_loadbalancers(k8s_raws, pools, existing=static.loadbalancers)
-    by_key = {f"{s.cluster}/{s.namespace}/{s.name}": s for s in statuses}
-    refused_services = set()
-    for problem in services.problems:
-        lb_name = problem.split(": ", 1)[0]
-        key = owner.get(lb_name)
-        if key is not None:
-            by_key[key].problems.append(problem)
-            refused_services.add(key)
-    for key in refused_services:
-        by_key[key].ips = []  # a Service is served whole (every family) or not at all
-    served_lbs = {name for name, key in owner.items() if key not in refused_services}
-    loadbalancers = static.loadbalancers + [lb for lb in services.loadbalancers if lb.name in served_lbs]
-    return MergedModel(loadbalancers=loadbalancers, static_problems=static.problems, services=statuses)
+    refused = _refuse_services(services, owner)
+    served = [lb for lb in services.loadbalancers if owner[lb.name].key not in refused]
+    return MergedModel(loadbalancers=static.loadbalancers + served, static_problems=static.problems, services=statuses)
