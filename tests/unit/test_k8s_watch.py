@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
+import os
 import pathlib
 import runpy
+import subprocess
+import sys
+import textwrap
 from typing import Any, Iterator, Mapping
 
 import pytest
@@ -25,17 +30,21 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.watch import (
     Debouncer,
     Outcome,
     Reconciler,
-    WatchCluster,
-    WatchConfigError,
     WatchTimings,
     _Resource,
     batch_payload,
-    clusters_from_source,
     eda_event,
+)
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.sources import (
+    ClusterConfig,
+    SourceError,
+    parse_source,
+    resolve_options,
 )
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import K8sAuth
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+EDA_PLUGIN = REPO / "collections/ansible_collections/portico/gateway/extensions/eda/plugins/event_source/k8s_services.py"
 LAB = REPO / "lab/k8s_stub/fixtures/lab"
 OPTIONS = TranslateOptions(cluster="lab")
 SETTINGS = DebounceSettings(quiet=0.3, max_wait=2.0, resync=300.0, backoff_initial=1.0, backoff_max=60.0)
@@ -288,7 +297,7 @@ class ScriptedWatcher(ClusterWatcher):
 
     def __init__(self, lists: list[tuple[list[dict[str, Any]], str]], streams: list[Any]):
         self.submitted: list[Change] = []
-        super().__init__(WatchCluster("lab", K8sAuth(), OPTIONS), self.submitted.extend,
+        super().__init__(ClusterConfig("lab", K8sAuth(), OPTIONS), self.submitted.extend,
                          WatchTimings(backoff_initial=0.01, backoff_max=0.02))
         self.lists, self.streams, self.watched_from = lists, streams, []
 
@@ -331,6 +340,10 @@ def test_gone_relists_and_reports_the_gap_and_errors_reconnect_from_the_last_ver
 # --- configuration ---------------------------------------------------------------------------
 
 
+def clusters_from_source(source: Mapping[str, Any]) -> list[ClusterConfig]:
+    return parse_source(resolve_options(source, {}))
+
+
 def test_clusters_from_an_inventory_source():
     source = yaml.safe_load((REPO / "inventories/lab/k8s_services.yml").read_text())
     (cluster,) = clusters_from_source(source)
@@ -341,7 +354,7 @@ def test_clusters_from_an_inventory_source():
     assert [(c.name, c.auth.kubeconfig, c.auth.context) for c in two] == [("a", "/k", "ctx"), ("b", "/k", "other")]
     assert two[1].options.exclude_namespaces == ("kube-system",)
     assert clusters_from_source({"context": "prod"})[0].name == "prod"  # the inventory plugin's default
-    with pytest.raises(WatchConfigError):
+    with pytest.raises(SourceError, match=r"clusters\[1\]\.name: 'a' is listed twice"):
         clusters_from_source({"clusters": [{"name": "a"}, {"name": "a"}]})
 
 
@@ -388,3 +401,79 @@ def test_cli_requires_an_inventory_or_a_command(cli: dict[str, Any]):
     with pytest.raises(SystemExit):
         cli["parse_args"]([])
     assert isinstance(cli["parse_args"](["--command", "true", "--kubeconfig", "k"]), argparse.Namespace)
+
+
+# --- one reading of the inventory source for the plugin and the watchers ----------------------
+
+# Every option the watchers read, none at its default, in the shapes Ansible accepts (a list as a
+# comma-separated string, a bool as "yes"); two options come from the environment only.
+PARITY_SOURCE = {
+    "plugin": "portico.gateway.k8s_services",
+    "kubeconfig": "~/kube/portico.yaml",
+    "context": "admin",
+    "clusters": [{"name": "east"}, {"name": "west", "host": "https://198.51.100.7:6443", "api_key": "token",
+                                    "validate_certs": False}],
+    "namespaces": "team-a, team-b",
+    "load_balancer_class": "example.com/edge",
+    "serve_default_class": "yes",
+    "serve_without_endpoints": True,
+    "backend_mode": "direct",
+    "gateway_group": "edge",  # the inventory's own option: not a watcher's business
+}
+PARITY_ENV = {"PORTICO_K8S_EXCLUDE_NAMESPACES": "kube-system,kube-public", "PORTICO_K8S_CA_CERT": "/etc/portico/ca.pem"}
+PLUGIN_CLUSTERS = textwrap.dedent("""
+    import dataclasses, json, sys
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.plugins.loader import init_plugin_loader, inventory_loader
+    init_plugin_loader()
+    plugin = inventory_loader.get("portico.gateway.k8s_services")
+    plugin.loader = DataLoader()
+    plugin._read_config_data(sys.argv[1])
+    print(json.dumps([dataclasses.asdict(cluster) for cluster in plugin._clusters()]))
+""")
+
+
+def as_data(clusters: list[ClusterConfig]) -> list[dict[str, Any]]:
+    return json.loads(json.dumps([dataclasses.asdict(cluster) for cluster in clusters]))
+
+
+@pytest.fixture
+def parity_source(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
+    for name, value in PARITY_ENV.items():
+        monkeypatch.setenv(name, value)
+    path = tmp_path / "edge.k8s_services.yml"
+    path.write_text(yaml.safe_dump(PARITY_SOURCE))
+    return path
+
+
+def test_the_watchers_read_a_source_exactly_as_the_inventory_plugin(parity_source: pathlib.Path, cli: dict[str, Any]):
+    """bin/portico-watch and the EDA source must follow the clusters, classes, namespaces and
+    translation options the inventory (which they run) uses."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
+    proc = subprocess.run([sys.executable, "-c", PLUGIN_CLUSTERS, str(parity_source)], capture_output=True, text=True,
+                          env=env, cwd=REPO, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    plugin = json.loads(proc.stdout)
+    assert [c["name"] for c in plugin] == ["east", "west"]
+    assert plugin[0]["options"]["exclude_namespaces"] == ["kube-system", "kube-public"]  # the environment counts
+    assert plugin[1]["auth"]["validate_certs"] is False and plugin[0]["auth"]["ca_cert"] == "/etc/portico/ca.pem"
+    watcher = cli["clusters"](cli["parse_args"](["--command", "true", "--k8s-source", str(parity_source)]))
+    eda = runpy.run_path(str(EDA_PLUGIN), run_name="portico_eda")["clusters_of"]({"inventory_source": str(parity_source)})
+    assert as_data(watcher) == plugin
+    assert as_data(eda) == plugin
+
+
+def test_every_source_option_is_read_as_the_plugin_documents_it():
+    """SOURCE_OPTIONS mirrors the plugin's documentation (types, defaults, environment variables)."""
+    from ansible_collections.portico.gateway.plugins.inventory import k8s_services
+    from ansible_collections.portico.gateway.plugins.module_utils.k8s.sources import SOURCE_OPTIONS
+
+    documented = yaml.safe_load(k8s_services.DOCUMENTATION)["options"]
+    auth = yaml.safe_load(runpy.run_path(str(REPO / "collections/ansible_collections/portico/gateway/plugins/doc_fragments/"
+                                             "k8s_auth.py"))["ModuleDocFragment"].DOCUMENTATION)["options"]
+    for name, option in SOURCE_OPTIONS.items():
+        doc = {**auth.get(name, {}), **documented[name]}
+        assert doc["type"] == option.kind, name
+        assert doc.get("default") == option.default, name
+        assert [env["name"] for env in doc.get("env", [])] == ([option.env] if option.env else []), name
+        assert tuple(doc.get("choices", ())) == option.choices, name

@@ -19,7 +19,8 @@ description:
   - Adds no hosts. Gateways come from the static inventory; list this source after it. If the
     gateway group does not exist it is created empty.
   - A Service that cannot be served is kept with its C(problems) listed; it never breaks the
-    inventory. A cluster that cannot be listed fails this inventory source, so that a partial view
+    inventory. Each problem and warning is data, C({subject, field, message}) (the Service, its
+    field or annotation, what is wrong); C(portico.gateway.lb_validate) turns them into text. A cluster that cannot be listed fails this inventory source, so that a partial view
     never withdraws the VIPs of Services that still exist.
   - Values read from the API (annotations included) are data and are never templated.
   - The configuration file name must end with C(k8s_services.yml) or C(k8s_services.yaml).
@@ -149,9 +150,9 @@ keyed_groups:
     prefix: serves
 """
 
+import dataclasses
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -159,39 +160,30 @@ from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.vars import combine_vars
 
-from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import (
-    AUTH_OPTIONS,
-    K8sAuth,
-    K8sConfigError,
-    api_client,
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import K8sConfigError, api_client
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.sources import (
+    SOURCE_OPTIONS,
+    ClusterConfig,
+    SourceError,
+    parse_source,
 )
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import (
     SERVICE_NAME_LABEL,
-    TranslateOptions,
     node_entries,
     translate_cluster,
 )
 
 try:
     from kubernetes import client as k8s
-    from kubernetes import config as k8s_config
-except ImportError:  # reported by k8s_client.api_client when a cluster is listed
+except ImportError:  # reported by k8s.client.api_client when a cluster is listed
     k8s = None
-    k8s_config = None
 
 SERVICES_VAR = "portico_k8s_services"
 NODES_VAR = "portico_k8s_nodes"
 # How to reach each cluster again for the status write-back (never the bearer token).
 CLUSTERS_VAR = "portico_k8s_clusters"
-CLUSTER_KEYS = frozenset(("name", *AUTH_OPTIONS))
-_CLUSTER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_CACHE_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    name: str
-    auth: K8sAuth
+# Cached data of another format (entries with text problems) is fetched again.
+_CACHE_FORMAT = 2
 
 
 @dataclass
@@ -234,50 +226,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     # --- configuration -----------------------------------------------------------
 
     def _clusters(self) -> list[ClusterConfig]:
-        top = {name: self.get_option(name) for name in AUTH_OPTIONS}
-        raw = self.get_option("clusters") or [{"name": self.get_option("cluster_name") or self._default_cluster_name(top)}]
-        clusters: list[ClusterConfig] = []
-        for index, item in enumerate(raw):
-            if not isinstance(item, dict):
-                raise AnsibleParserError(f"clusters[{index}]: expected a mapping, got {item!r}")
-            unknown = sorted(set(item) - CLUSTER_KEYS)
-            if unknown:
-                raise AnsibleParserError(f"clusters[{index}].{unknown[0]}: unknown key (known: {', '.join(sorted(CLUSTER_KEYS))})")
-            name = str(item.get("name") or "")
-            if not _CLUSTER_NAME_RE.match(name):
-                raise AnsibleParserError(f"clusters[{index}].name: expected letters, digits, '.', '_' or '-', got {name!r}")
-            if name in {c.name for c in clusters}:
-                raise AnsibleParserError(f"clusters[{index}].name: {name!r} is listed twice")
-            merged = {**top, **{k: v for k, v in item.items() if k != "name" and v is not None}}
-            clusters.append(ClusterConfig(name=name, auth=K8sAuth.from_options(merged)))
-        return clusters
-
-    @staticmethod
-    def _default_cluster_name(top: dict[str, Any]) -> str:
-        if top.get("context"):
-            return str(top["context"])
-        if top.get("host") or k8s_config is None:
-            return "default"
+        """The source's clusters, read by the parser the watcher uses too."""
         try:
-            _contexts, active = k8s_config.list_kube_config_contexts(config_file=top.get("kubeconfig"))
-        except Exception:  # pylint: disable=broad-except  # no kubeconfig: api_client reports it
-            return "default"
-        return str((active or {}).get("name") or "default")
-
-    def _translate_options(self, cluster: str) -> TranslateOptions:
-        return TranslateOptions(
-            cluster=cluster,
-            load_balancer_class=self.get_option("load_balancer_class"),
-            serve_default_class=self.get_option("serve_default_class"),
-            backend_mode=self.get_option("backend_mode"),
-            namespaces=tuple(self.get_option("namespaces") or ()),
-            exclude_namespaces=tuple(self.get_option("exclude_namespaces") or ()),
-            serve_without_endpoints=self.get_option("serve_without_endpoints"),
-        )
+            return parse_source({name: self.get_option(name) for name in SOURCE_OPTIONS})
+        except SourceError as err:
+            raise AnsibleParserError(str(err)) from None
 
     def _fingerprint(self, clusters: list[ClusterConfig]) -> str:
         """Cached data is only reused for the same clusters and translation options."""
-        options = [self._translate_options(c.name).__dict__ for c in clusters]
+        options = [dataclasses.asdict(c.options) for c in clusters]
         auth = [(c.name, c.auth.kubeconfig, c.auth.context, c.auth.host) for c in clusters]
         text = json.dumps([_CACHE_FORMAT, options, auth], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
@@ -305,8 +262,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         nodes: list[dict[str, Any]] = []
         for cluster in clusters:
             objects = self._list_cluster(cluster)
-            options = self._translate_options(cluster.name)
-            services.extend(translate_cluster(objects.services, objects.endpoint_slices, objects.nodes, options))
+            services.extend(translate_cluster(objects.services, objects.endpoint_slices, objects.nodes, cluster.options))
             nodes.extend(node_entries(objects.nodes, cluster.name))
         services.sort(key=lambda entry: (entry["cluster"], entry["namespace"], entry["name"]))
         # A JSON round trip leaves plain data: nothing published here carries template trust.
@@ -318,7 +274,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             core = k8s.CoreV1Api(client)
             discovery = k8s.DiscoveryV1Api(client)
             page, timeout = self.get_option("page_size"), self.get_option("request_timeout")
-            include = list(self.get_option("namespaces") or [])
+            include = list(cluster.options.namespaces)
             by_label = {"label_selector": SERVICE_NAME_LABEL}
             if include:
                 services, slices = [], []

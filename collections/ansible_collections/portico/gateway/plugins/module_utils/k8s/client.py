@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """One place that turns Portico's connection options into an official ``kubernetes`` client.
 
-Used by the k8s_services inventory plugin and the k8s_service_status module (controller side).
+Used by the k8s_services inventory plugin, the watcher and the k8s_service_status module
+(controller side). ``kubernetes`` is imported here only, and optionally: gateways never need it.
 """
 
 from __future__ import annotations
@@ -61,3 +62,15 @@ def api_client(auth: K8sAuth) -> Any:
     except Exception as err:  # the client raises several unrelated types for a bad kubeconfig
         where = auth.kubeconfig or "~/.kube/config"
         raise K8sConfigError(f"kubeconfig {where} (context {auth.context or 'current'}): {err}") from None
+
+
+def current_context(kubeconfig: str | None) -> str | None:
+    """The kubeconfig's current context (the client's usual lookup without a path), or None
+    when there is no readable kubeconfig (``api_client`` reports that later, with the reason)."""
+    if not HAS_KUBERNETES:
+        return None
+    try:
+        _contexts, active = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
+    except Exception:  # pylint: disable=broad-except  # the client raises several unrelated types
+        return None
+    return str((active or {}).get("name") or "") or None

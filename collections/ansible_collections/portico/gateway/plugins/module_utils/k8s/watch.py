@@ -35,13 +35,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import (
-    AUTH_OPTIONS,
-    K8sAuth,
-    api_client,
-)
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import api_client
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.sources import ClusterConfig
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import (
-    DEFAULT_LOAD_BALANCER_CLASS,
     SERVICE_NAME_LABEL,
     TranslateOptions,
     is_served,
@@ -51,14 +47,13 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate impo
 
 try:
     from kubernetes import client as k8s
-    from kubernetes import config as k8s_config
     from kubernetes.client.exceptions import ApiException
     from kubernetes.watch import Watch
 
     HAS_KUBERNETES = True
-except ImportError:  # reported by k8s_client.api_client when a cluster is watched
+except ImportError:  # reported by k8s.client.api_client when a cluster is watched
     HAS_KUBERNETES = False
-    k8s = k8s_config = None
+    k8s = None
 
     class ApiException(Exception):  # type: ignore[no-redef]
         status: int = 0
@@ -73,11 +68,6 @@ HTTP_GONE = 410
 # DNS-1123 subdomain (names) and label (namespaces), as the API server enforces them.
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-# Same rule as the inventory plugin's cluster names (they prefix LB names).
-CLUSTER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-# Inventory source keys the watcher understands (the rest configures the inventory only).
-SOURCE_KEYS = frozenset((*AUTH_OPTIONS, "clusters", "cluster_name", "namespaces", "exclude_namespaces",
-                         "load_balancer_class", "serve_default_class"))
 
 Fingerprint = Mapping[str, str]  # relevant part -> digest
 
@@ -362,56 +352,7 @@ class Debouncer:
         return delay
 
 
-# --- configuration -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WatchCluster:
-    name: str
-    auth: K8sAuth
-    options: TranslateOptions
-
-
-class WatchConfigError(ValueError):
-    """The cluster configuration cannot be used."""
-
-
-def _default_cluster_name(auth: K8sAuth) -> str:
-    """The inventory plugin's rule: the context, else the kubeconfig's current one, else 'default'."""
-    if auth.context:
-        return auth.context
-    if auth.host or k8s_config is None:
-        return "default"
-    try:
-        _contexts, active = k8s_config.list_kube_config_contexts(config_file=auth.kubeconfig)
-    except Exception:  # pylint: disable=broad-except  # no kubeconfig: api_client reports it
-        return "default"
-    return str((active or {}).get("name") or "default")
-
-
-def clusters_from_source(source: Mapping[str, Any]) -> list[WatchCluster]:
-    """Clusters from a ``portico.gateway.k8s_services`` inventory source (its file's keys, or
-    the same keys given as EDA source arguments); an item's options override the top level."""
-    top = {name: source.get(name) for name in AUTH_OPTIONS if source.get(name) is not None}
-    raw = source.get("clusters") or [{"name": source.get("cluster_name") or _default_cluster_name(K8sAuth.from_options(top))}]
-    lb_class = source.get("load_balancer_class") or DEFAULT_LOAD_BALANCER_CLASS
-    clusters: list[WatchCluster] = []
-    for index, item in enumerate(raw):
-        if not isinstance(item, Mapping):
-            raise WatchConfigError(f"clusters[{index}]: expected a mapping, got {item!r}")
-        name = str(item.get("name") or "")
-        if not CLUSTER_NAME_RE.match(name) or name in {c.name for c in clusters}:
-            raise WatchConfigError(f"clusters[{index}].name: {name!r} is not a valid, unique cluster name")
-        merged = {**top, **{k: v for k, v in item.items() if k in AUTH_OPTIONS and v is not None}}
-        options = TranslateOptions(
-            cluster=name,
-            load_balancer_class=str(lb_class),
-            serve_default_class=bool(source.get("serve_default_class", False)),
-            namespaces=tuple(source.get("namespaces") or ()),
-            exclude_namespaces=tuple(source.get("exclude_namespaces") or ()),
-        )
-        clusters.append(WatchCluster(name=name, auth=K8sAuth.from_options(merged), options=options))
-    return clusters
+# --- what a trigger hands on --------------------------------------------------------------
 
 
 def batch_payload(batch: Batch) -> dict[str, Any]:
@@ -466,7 +407,7 @@ Submit = Callable[[list[Change]], None]
 class ClusterWatcher:
     """List+watch Services, EndpointSlices and Nodes of one cluster, one thread each."""
 
-    def __init__(self, cluster: WatchCluster, submit: Submit, timings: WatchTimings | None = None):
+    def __init__(self, cluster: ClusterConfig, submit: Submit, timings: WatchTimings | None = None):
         self.cluster = cluster
         self.state = ClusterState(cluster.options)
         self._submit = submit
@@ -596,7 +537,7 @@ class Reconciler:
     """Watches feed the debouncer; ``run_forever`` calls ``run`` for each due batch, one at a
     time, and logs one line per trigger."""
 
-    def __init__(self, clusters: Sequence[WatchCluster], run: Runner, settings: DebounceSettings | None = None, *,
+    def __init__(self, clusters: Sequence[ClusterConfig], run: Runner, settings: DebounceSettings | None = None, *,
                  initial_full: bool = True, timings: WatchTimings | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self._run = run

@@ -4,7 +4,8 @@
 
 Watches Services, EndpointSlices and Nodes and puts one debounced event per trigger on the
 queue. The watching, filtering and debouncing live in the collection's module_utils
-(k8s_watch), shared with bin/portico-watch.
+(k8s/watch.py), and the inventory source is read by k8s/sources.py, both shared with
+bin/portico-watch and the inventory plugin.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import threading
 from typing import Any
 
 try:
+    from ansible_collections.portico.gateway.plugins.module_utils.k8s import sources as k8s_sources
     from ansible_collections.portico.gateway.plugins.module_utils.k8s import watch as k8s_watch
 except ImportError:
     # ansible-rulebook runs this file with runpy, outside Ansible's collection loader: import
     # the module_utils from the collection tree this file is part of.
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[7]))
+    from ansible_collections.portico.gateway.plugins.module_utils.k8s import sources as k8s_sources
     from ansible_collections.portico.gateway.plugins.module_utils.k8s import watch as k8s_watch
 
 DOCUMENTATION = r"""
@@ -48,8 +51,10 @@ options:
   inventory_source:
     description:
       - A C(portico.gateway.k8s_services) inventory source file; its C(clusters), connection
-        options, C(namespaces), C(exclude_namespaces), C(load_balancer_class) and
-        C(serve_default_class) are used. Options given here override the file's.
+        options, C(namespaces), C(exclude_namespaces), C(load_balancer_class),
+        C(serve_default_class), C(serve_without_endpoints) and C(backend_mode) are used, read as
+        the inventory plugin reads them (its C(PORTICO_K8S_*) environment variables included).
+        Options given here override the file's.
     type: path
   kubeconfig:
     description: Path to a kubeconfig file (for a single cluster without O(clusters)).
@@ -93,6 +98,15 @@ options:
     description: Also LoadBalancer Services without a C(loadBalancerClass).
     type: bool
     default: false
+  serve_without_endpoints:
+    description: Serve a Service that has no ready endpoint (as in the inventory plugin).
+    type: bool
+    default: false
+  backend_mode:
+    description: How gateways reach a Service without a C(portico.io/backend-mode) annotation (as in the inventory plugin).
+    type: str
+    choices: [nodeport, direct]
+    default: nodeport
   quiet_ms:
     description: Send once no change came for this many milliseconds.
     type: int
@@ -136,21 +150,15 @@ def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on") if isinstance(value, str) else bool(value)
 
 
-def read_source(args: dict[str, Any]) -> dict[str, Any]:
-    """The inventory source file's watcher keys, overridden by the plugin's arguments."""
-    source: dict[str, Any] = {}
+def clusters_of(args: dict[str, Any]) -> list[k8s_sources.ClusterConfig]:
+    """The inventory source file's clusters, its options overridden by the plugin's arguments."""
+    given: dict[str, Any] = {}
+    path = ""
     if args.get("inventory_source"):
-        import yaml  # pylint: disable=import-outside-toplevel  # only needed with inventory_source
-
-        path = pathlib.Path(str(args["inventory_source"])).expanduser()
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise k8s_watch.WatchConfigError(f"{path}: expected a mapping")
-        source = {key: value for key, value in loaded.items() if key in k8s_watch.SOURCE_KEYS}
-    source.update({key: value for key, value in args.items() if key in k8s_watch.SOURCE_KEYS and value is not None})
-    if "serve_default_class" in source:
-        source["serve_default_class"] = _truthy(source["serve_default_class"])
-    return source
+        path = str(pathlib.Path(str(args["inventory_source"])).expanduser())
+        given = k8s_sources.read_source_file(path)
+    given.update({key: value for key, value in args.items() if key in k8s_sources.SOURCE_OPTIONS and value is not None})
+    return k8s_sources.parse_source(k8s_sources.resolve_options(given, subject=path), path)
 
 
 def settings(args: dict[str, Any]) -> k8s_watch.DebounceSettings:
@@ -173,7 +181,7 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
 async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
     """Watch the clusters and put one event per debounced trigger on the queue until cancelled."""
     loop = asyncio.get_running_loop()
-    clusters = k8s_watch.clusters_from_source(read_source(args))
+    clusters = clusters_of(args)
     stopped = threading.Event()
 
     def deliver(batch: k8s_watch.Batch) -> k8s_watch.Outcome:
