@@ -71,8 +71,14 @@ k8s_start() {
   k8s_stop
   mkdir -p "${k8s_dir}"
   rm -f "${k8s_dir}/k8s-stub.log"  # a previous run's "listening" must not pass the check below
-  # Only the server goes to the background, so $! is the server itself.
+  # Only the server goes to the background, so $! is the server itself. It must not inherit our
+  # descriptors: one of them may hold `flock /tmp/portico-lab.lock`, which a long-lived server
+  # would then keep locked after this script has ended.
   (cd "${repo}" || exit 1
+   for fd in /proc/"${BASHPID}"/fd/*; do
+     fd="${fd##*/}"
+     if ((fd > 2)); then eval "exec ${fd}>&-"; fi
+   done
    nohup "${python}" -m lab.k8s_stub --port "${k8s_port}" \
      --fixtures lab/k8s_stub/fixtures/lab --kubeconfig "${k8s_dir}/kubeconfig" \
      >"${k8s_dir}/k8s-stub.log" 2>&1 &
