@@ -1,9 +1,7 @@
-"""The helpers of the config_check action: quoting, redaction, the checker's namespace, the quiet rule."""
+"""The helpers of the config_check action: quoting, redaction, rendering (the checker's namespace and
+the quiet rule need root: tests/integration/test_config_check_netns.py)."""
 
 from __future__ import annotations
-
-import os
-import shutil
 
 import pytest
 from ansible.errors import AnsibleActionFail
@@ -12,12 +10,9 @@ from ansible_collections.portico.gateway.plugins.action.config_check import (
     quote_lines,
     redact,
     render_nft_script,
-    run_checker,
 )
 
 CONTENT = "one\ntwo\nthree\nfour\n"
-needs_netns = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
-                                 reason="needs root, unshare and ip")
 
 
 @pytest.mark.parametrize("output", [
@@ -49,24 +44,3 @@ def test_render_refuses_what_the_model_refuses() -> None:
 def test_render_reports_a_bad_egress_source_instead_of_crashing() -> None:
     with pytest.raises(AnsibleActionFail, match="cannot render the nftables script"):
         render_nft_script({"pools": {}, "loadbalancers": [], "egress_snat": [{"source": "not-a-network"}]})
-
-
-@needs_netns
-def test_stand_in_interfaces_exist_in_the_namespace_and_bad_names_do_not() -> None:
-    passed, code, output = run_checker(["ip", "-o", "link", "show"], ["uplink", "backend", "name-far-too-long-0"], False)
-    assert passed and code == 0, output
-    names = {line.split(":")[1].strip().split("@")[0] for line in output.splitlines()}
-    assert names == {"lo", "uplink", "backend"}, output
-
-
-@needs_netns
-def test_the_namespace_is_empty_of_the_controllers_ruleset() -> None:
-    passed, _code, output = run_checker(["nft", "list", "ruleset"], [], True)
-    assert passed, output
-
-
-@needs_netns
-def test_quiet_turns_output_with_exit_0_into_a_failure() -> None:
-    assert run_checker(["echo", "% Unknown command"], [], True) == (False, 0, "% Unknown command")
-    assert run_checker(["echo", "fine"], [], False) == (True, 0, "fine")
-    assert run_checker(["false"], [], False)[:2] == (False, 1)

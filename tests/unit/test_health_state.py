@@ -6,24 +6,25 @@ import json
 
 import pytest
 
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.nft import TableListing
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.options import RenderOptions
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.records import read_withheld
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import (
+    health_elements,
+    render_health_update,
+    render_table,
+    service_ports,
+    slot_table,
+)
 from ansible_collections.portico.gateway.plugins.module_utils.health.state import (
     BackendHealth,
     announced_vips,
     checks_for,
-    read_withheld,
     vip_health,
     withheld_for,
 )
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import parse_pools
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import parse_loadbalancer
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.nft import without_health_owned_elements
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import (
-    RenderOptions,
-    render_health_update,
-    render_ruleset,
-    service_ports,
-    slot_table,
-)
 
 POOLS = parse_pools({"public": {"addresses": ["198.51.100.0/24", "2001:db8:100::/64"]}})
 NODES = [{"address": "192.0.2.11"}, {"address": "192.0.2.12"}, {"address": "192.0.2.13"}]
@@ -148,26 +149,45 @@ def test_health_update_rejects_when_nothing_is_left():
 
 def test_ruleset_digest_ignores_health_but_script_carries_it():
     web = lb()
-    healthy_script, healthy_digest = render_ruleset([web], RenderOptions())
-    script, digest = render_ruleset([web], RenderOptions(), {"web": {"192.0.2.11"}})
+    healthy = render_table([web], RenderOptions())
+    healthy_script, healthy_digest = healthy.script, healthy.digest
+    withheld = render_table([web], RenderOptions(), {"web": {"192.0.2.11"}})
+    script, digest = withheld.script, withheld.digest
     assert digest == healthy_digest and script != healthy_script
     assert "192.0.2.11 . 8080" in healthy_script and "192.0.2.11 . 8080" not in script
-    _script, all_down_digest = render_ruleset([web], RenderOptions(), {"web": {"192.0.2.11", "192.0.2.12", "192.0.2.13"}})
+    all_down_digest = render_table([web], RenderOptions(), {"web": {"192.0.2.11", "192.0.2.12", "192.0.2.13"}}).digest
     assert all_down_digest == healthy_digest
+    # The intent (what a boot restores) serves every backend whatever the health state.
+    assert withheld.intent_script == healthy_script
+
+
+def _listing(*items: dict) -> TableListing:
+    """A table as ``nft -j list table`` prints it."""
+    meta = {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}
+    return TableListing.from_json(json.dumps({"nftables": [meta, {"table": {"family": "inet", "name": "portico", "handle": 7}},
+                                                           *items]}))
 
 
 @pytest.mark.parametrize("elements", [
-    "\t\telements = { 0 : 192.0.2.11 . 8080 }\n",
-    "\t\telements = { 0 : 192.0.2.11 . 8080, 1 : 192.0.2.12 . 8080,\n\t\t\t     2 : 192.0.2.13 . 8080 }\n",
+    [[0, {"concat": ["192.0.2.11", 8080]}]],
+    [[0, {"concat": ["192.0.2.11", 8080]}], [1, {"concat": ["192.0.2.12", 8080]}], [2, {"concat": ["192.0.2.13", 8080]}]],
 ])
 def test_drift_comparison_ignores_only_health_owned_elements(elements):
-    def listing(slot_elements, vip_elements):
-        return ("table inet portico {\n\tmap slots_web_tcp80 {\n\t\ttypeof numgen inc mod 2 : ip daddr . tcp dport\n"
-                f"{slot_elements}\t}}\n\tset no_backends4 {{\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t}}\n"
-                f"\tset vips4 {{\n\t\ttype ipv4_addr\n{vip_elements}\t}}\n}}\n")
-    vips = "\t\telements = { 198.51.100.10 }\n"
-    assert without_health_owned_elements(listing(elements, vips)) == without_health_owned_elements(listing("", vips))
-    assert without_health_owned_elements(listing(elements, vips)) != without_health_owned_elements(listing(elements, ""))
+    def listing(slot_elements, vip_elements, handle=11):
+        slots = {"family": "inet", "name": "slots_web_tcp80", "table": "portico", "handle": handle,
+                 "type": ["ipv4_addr", "inet_service"], "map": "numgen"}
+        vips = {"family": "inet", "name": "vips4", "table": "portico", "type": "ipv4_addr", "handle": handle + 2}
+        no_backends = {"family": "inet", "name": "no_backends4", "table": "portico", "handle": handle + 1,
+                       "type": ["ipv4_addr", "inet_proto", "inet_service"]}
+        return _listing({"map": {**slots, **({"elem": slot_elements} if slot_elements else {})}}, {"set": no_backends},
+                        {"set": {**vips, **({"elem": vip_elements} if vip_elements else {})}})
+    vips = ["198.51.100.10"]
+    assert listing(elements, vips).structure() == listing([], vips).structure()
+    assert listing(elements, vips).structure() != listing(elements, []).structure()
+    # Kernel handles and counter values are not the table's content either.
+    assert listing(elements, vips, handle=40).structure() == listing(elements, vips).structure()
+    counter = {"family": "inet", "name": "drop_c633640a", "table": "portico", "handle": 3, "packets": 0, "bytes": 0}
+    assert _listing({"counter": counter}).structure() == _listing({"counter": {**counter, "packets": 9, "bytes": 640}}).structure()
 
 
 def test_udp_only_lbs_are_not_tcp_checked_by_default():
@@ -181,7 +201,7 @@ def test_a_check_without_a_listener_of_its_protocol_needs_a_port():
     from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import LBValidationError
     with pytest.raises(LBValidationError) as err:
         lb(name="dns", ports=[{"protocol": "udp", "port": 53, "backend_port": 5353}], health_check={"type": "http"})
-    assert err.value.problems == ["dns: health_check.port: is required: a http check needs a tcp listener or an explicit port"]
+    assert [str(p) for p in err.value.problems] == ["dns: health_check.port: is required: a http check needs a tcp listener or an explicit port"]
     ok = lb(name="dns", ports=[{"protocol": "udp", "port": 53, "backend_port": 5353}], health_check={"type": "http", "port": 8082})
     assert {c.target.port for c in checks_for(ok)} == {8082}
 
@@ -190,16 +210,23 @@ def test_udp_check_of_a_mixed_lb_uses_the_udp_listener():
     assert {c.target.port for c in checks_for(lb(health_check={"type": "udp"}))} == {5353}
 
 
-def test_health_owned_elements_read_the_same_from_a_script_and_a_listing():
-    from ansible_collections.portico.gateway.plugins.module_utils.dataplane.nft import health_owned_elements
-    script, _ = render_ruleset([lb()], RenderOptions(), {"web": {"192.0.2.11"}})
-    elements = health_owned_elements(script)
+def test_health_owned_elements_read_the_same_from_the_render_and_a_listing():
+    elements = health_elements([lb()], RenderOptions(), {"web": {"192.0.2.11"}})
     tcp = next(name for name in elements if name.startswith("slots_") and name.endswith("tcp80"))
     assert elements["no_backends4"] == frozenset()
     assert len(elements[tcp]) > 100 and not any("192.0.2.11" in e for e in elements[tcp])
-    listing = ("table inet portico {\n\tset no_backends4 {\n\t\ttype ipv4_addr . inet_proto . inet_service\n"
-               "\t\telements = { 198.51.100.10 . tcp . 80,\n\t\t\t     198.51.100.10 . udp . 53 }\n\t}\n}\n")
-    assert health_owned_elements(listing) == {"no_backends4": frozenset({"198.51.100.10 . tcp . 80", "198.51.100.10 . udp . 53"})}
+    assert (0, "192.0.2.12", 8080) in elements[tcp] or (0, "192.0.2.13", 8080) in elements[tcp]
+    listing = _listing({"set": {"family": "inet", "name": "no_backends4", "table": "portico", "handle": 9,
+                                "type": ["ipv4_addr", "inet_proto", "inet_service"],
+                                "elem": [{"concat": ["198.51.100.10", "tcp", 80]}, {"concat": ["198.51.100.10", "udp", 53]}]}})
+    assert listing.health_elements() == {"no_backends4": frozenset({("198.51.100.10", "tcp", 80), ("198.51.100.10", "udp", 53)})}
+    # The render's own slot map elements, listed back, compare equal (IPv6 in nft's spelling too).
+    slots = [[slot, {"concat": [address, port]}] for slot, address, port in sorted(elements[tcp])]
+    listed = _listing({"map": {"family": "inet", "name": tcp, "table": "portico", "handle": 4, "elem": slots}})
+    assert listed.health_elements() == {tcp: elements[tcp]}
+    v6 = _listing({"set": {"family": "inet", "name": "no_backends6", "table": "portico", "handle": 5,
+                           "elem": [{"concat": ["2001:db8:100:0::10", "tcp", 80]}]}})
+    assert v6.health_elements() == {"no_backends6": frozenset({("2001:db8:100::10", "tcp", 80)})}
 
 
 def test_schedule_is_absolute_and_skips_missed_ticks():

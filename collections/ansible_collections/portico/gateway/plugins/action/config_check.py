@@ -24,23 +24,16 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import PoolError, parse_pools
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import parse_loadbalancers
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import options_from_dict, render_rulesets
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import render
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.options import options_from_dict, render_options_spec
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import render_table
 
-# The arguments of nft_loadbalancer that shape the script; unset ones take the renderer's defaults.
+# The arguments of nft_loadbalancer that shape the script: the model and the render options
+# (the module's own spec; unset ones take its defaults).
 _NFT_SPEC: dict[str, dict[str, Any]] = dict(
     loadbalancers=dict(type="list", elements="raw", required=True),
     pools=dict(type="dict", required=True),
-    table=dict(type="str"),
-    hash_seed=dict(type="int"),
-    slots_per_backend=dict(type="int"),
-    snat_mark=dict(type="int"),
-    allow_icmp=dict(type="bool"),
-    local_dispatch=dict(type="bool"),
-    egress_snat=dict(type="list", elements="dict", options=dict(
-        source=dict(type="str", required=True), to_address=dict(type="str"), out_interface=dict(type="str"))),
-    snat_all=dict(type="bool"),
-    snat_source4=dict(type="str"),
-    snat_source6=dict(type="str"),
+    **render_options_spec(),
 )
 
 # Runs inside the new namespace: $1 counts the interface names that follow, then comes the checker's
@@ -63,10 +56,9 @@ def render_nft_script(arguments: Mapping[str, Any]) -> str:
         raise AnsibleActionFail(f"portico_pools: {err}") from None
     model = parse_loadbalancers(arguments["loadbalancers"], pools)
     if model.problems:
-        raise AnsibleActionFail("invalid load balancer definitions:\n" + "\n".join(model.problems))
-    settings = {k: v for k, v in arguments.items() if k not in ("loadbalancers", "pools") and v is not None}
+        raise AnsibleActionFail("invalid load balancer definitions:\n" + "\n".join(render(model.problems)))
     try:
-        return render_rulesets(model.loadbalancers, options_from_dict(settings))[0]
+        return render_table(model.loadbalancers, options_from_dict(arguments)).intent_script
     except ValueError as err:
         raise AnsibleActionFail(f"cannot render the nftables script: {err}") from None
 

@@ -36,9 +36,8 @@ options:
   nftables:
     description:
       - Instead of O(content), the arguments of P(portico.gateway.nft_loadbalancer#module) that shape the
-        script (C(loadbalancers), C(pools), C(table), C(hash_seed), C(slots_per_backend), C(snat_mark),
-        C(allow_icmp), C(local_dispatch), C(egress_snat), C(snat_all), C(snat_source4), C(snat_source6));
-        unset ones take that module's defaults.
+        script, C(loadbalancers), C(pools) and its render options (C(table), C(hash_seed), C(snat_all), ...),
+        validated with that module's own spec; unset ones take its defaults.
     type: dict
   command:
     description:

@@ -24,6 +24,8 @@ description:
     health changes are neither drift nor a change, but elements that disagree with the health
     checker's state file are drift and get repaired. The module writes the applied model and
     render options to O(state_dir) for the health checker.
+  - Files that earlier versions kept in O(state_dir) and nothing reads any more (C(<table>.json),
+    C(<table>.listing)) are removed.
 author:
   - Portico developers (@portico)
 options:
@@ -38,71 +40,10 @@ options:
       - Address pools, as in the inventory variable C(portico_pools). Every VIP must be inside one.
     type: dict
     required: true
-  table:
-    description: Name of Portico's table in the C(inet) family.
-    type: str
-    default: portico
-  hash_seed:
-    description:
-      - Seed of the flow hash. Must be the same on every gateway so that they all pick the
-        same backend for the same flow.
-    type: int
-    default: 1592614637
-  slots_per_backend:
-    description:
-      - Minimum Maglev slots per backend; 100 keeps the spread within 1%.
-    type: int
-    default: 100
-  snat_mark:
-    description: Packet mark bit used to select connections of LBs that SNAT toward backends.
-    type: int
-    default: 131072
-  allow_icmp:
-    description: Accept ICMP echo to VIPs (errors and neighbour discovery are always accepted).
-    type: bool
-    default: true
-  local_dispatch:
-    description: Also load balance connections the gateway itself opens to a VIP.
-    type: bool
-    default: true
-  egress_snat:
-    description: Source NAT for connections that the backend network opens itself.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      source:
-        description: Source CIDR (the backend network).
-        type: str
-        required: true
-      to_address:
-        description: Address to translate to; masquerade when omitted.
-        type: str
-      out_interface:
-        description: Only for packets leaving through this interface.
-        type: str
-  snat_all:
-    description:
-      - SNAT connections of every LB, whatever its C(preserve_source_ip). Active/active (BGP) gateways
-        set this so replies return through the gateway that holds the connection's state.
-    type: bool
-    default: false
-    version_added: "0.3.0"
-  snat_source4:
-    description:
-      - IPv4 source address for LB SNAT instead of the outgoing interface's address (masquerade).
-      - In HA modes a per-gateway address that VRRP moves to a peer when this gateway fails, so
-        connections synced by conntrackd keep their return path.
-    type: str
-    default: ""
-    version_added: "0.3.0"
-  snat_source6:
-    description: IPv6 counterpart of O(snat_source4).
-    type: str
-    default: ""
-    version_added: "0.3.0"
   state_dir:
-    description: Where the last applied script, model and listing are kept (for diffs and drift).
+    description:
+      - Where the last applied script, the dataplane record (LBs and options, read by the health
+        checker) and the table structure (for drift) are kept.
     type: path
     default: /var/lib/portico/nftables
   health_state_file:
@@ -122,6 +63,8 @@ options:
     type: str
     choices: [present, absent]
     default: present
+extends_documentation_fragment:
+  - portico.gateway.nft_render_options
 notes:
   - Supports check mode (the ruleset is still validated with C(nft -c)) and diff mode
     (a readable per-service view, not raw slot maps).
@@ -214,8 +157,6 @@ plan_lines:
   sample: ["+ lb api 198.51.100.11: tcp/80 -> 8080; backends: 192.0.2.11", "- vip 198.51.100.13"]
 """
 
-import ipaddress
-import json
 import os
 from typing import Sequence
 
@@ -223,47 +164,38 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import PoolError, parse_pools
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import LoadBalancer, parse_loadbalancers
-from ansible_collections.portico.gateway.plugins.module_utils.health.state import dataplane_record, read_withheld
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.plan import lb_plan, plan_lines
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.nft import (
-    Nft,
-    NftError,
-    dataplane_lock,
-    digest_in_listing,
-    health_owned_elements,
-    without_health_owned_elements,
-)
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import (
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import render
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.nft import Nft, NftError, TableListing, dataplane_lock
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.options import (
     RenderOptions,
-    describe,
+    option_problems,
     options_from_dict,
     options_to_dict,
-    render_rulesets,
+    render_options_spec,
 )
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.plan import lb_plan, plan_lines
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.records import (
+    DEFAULT_LOCK_FILE,
+    DEFAULT_STATE_DIR,
+    DEFAULT_STATE_FILE,
+    DataplaneFiles,
+    DataplaneRecord,
+    read_record,
+    read_structure,
+    read_text,
+    read_withheld,
+    write_structure,
+    write_text_atomic,
+)
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import describe, health_elements, render_table
 
 
-def _read(path: str) -> str | None:
+def _applied(files: DataplaneFiles) -> DataplaneRecord | None:
+    """What this module last applied here; None when unknown (an unreadable record is no record)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
+        return read_record(files.record)
+    except (OSError, ValueError):
         return None
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
-def _applied(paths: dict[str, str]) -> tuple[dict[str, dict], dict | None]:
-    """The LBs and render options last applied here. The dataplane record is rewritten with every
-    change (health-check-only ones too); the model file is kept only for hosts converged before it existed."""
-    record = json.loads(_read(paths["dataplane"]) or "null")
-    if isinstance(record, dict) and isinstance(record.get("loadbalancers"), list):
-        return {lb["name"]: lb for lb in record["loadbalancers"]}, record.get("options")
-    return json.loads(_read(paths["model"]) or "{}"), None
 
 
 def _with_plan(result: dict, before: dict[str, dict], after: dict[str, dict],
@@ -279,44 +211,35 @@ def _model_changes(before: dict[str, dict], after: dict[str, dict]) -> tuple[lis
     return added, removed, updated
 
 
-def _options(params: dict) -> RenderOptions:
-    fields = ("table", "hash_seed", "slots_per_backend", "snat_mark", "allow_icmp", "local_dispatch",
-              "egress_snat", "snat_all", "snat_source4", "snat_source6")
-    return options_from_dict({name: params[name] for name in fields})
+def _before(applied: DataplaneRecord | None) -> tuple[dict[str, dict], dict | None]:
+    if applied is None:
+        return {}, None
+    return {name: dict(lb) for name, lb in applied.by_name().items()}, dict(applied.options)
 
 
-def _check_snat_sources(module: AnsibleModule) -> None:
-    for name, version in (("snat_source4", 4), ("snat_source6", 6)):
-        value = module.params[name]
-        if not value:
-            continue
-        try:
-            address = ipaddress.ip_address(value)
-        except ValueError:
-            module.fail_json(msg=f"{name}: {value!r} is not an IP address")
-        if address.version != version:
-            module.fail_json(msg=f"{name}: {value} is not an IPv{version} address")
+def _remove(paths: Sequence[str]) -> None:
+    for path in paths:
+        if os.path.exists(path):
+            os.unlink(path)
 
 
-def _absent(module: AnsibleModule, nft: Nft, paths: dict[str, str]) -> None:
+def _absent(module: AnsibleModule, nft: Nft, files: DataplaneFiles) -> None:
     table = module.params["table"]
     try:
         listing = nft.list_table(table)
     except NftError as err:
         module.fail_json(msg=str(err))
-    before_model, before_options = _applied(paths) if listing is not None else ({}, None)
+    before_model, _options = _before(_applied(files)) if listing is not None else ({}, None)
     result = {"changed": listing is not None, "digest": "", "added": [], "removed": sorted(before_model), "updated": [], "drift": False}
     result = _with_plan(result, before_model, {}, None, None)
     if module._diff:
-        result["diff"] = {"before": _read(paths["view"]) or "", "after": "", "before_header": f"inet {table}", "after_header": "absent"}
+        result["diff"] = {"before": read_text(files.view) or "", "after": "", "before_header": f"inet {table}", "after_header": "absent"}
     if listing is not None and not module.check_mode:
         try:
             nft.delete_table(table)
         except NftError as err:
             module.fail_json(msg=str(err))
-        for path in paths.values():
-            if os.path.exists(path):
-                os.unlink(path)
+        _remove(files.current() + files.legacy)
     module.exit_json(**result)
 
 
@@ -325,33 +248,19 @@ def main() -> None:
         argument_spec=dict(
             loadbalancers=dict(type="list", elements="dict", required=True),
             pools=dict(type="dict", required=True),
-            table=dict(type="str", default="portico"),
-            hash_seed=dict(type="int", default=0x5EED5EED),
-            slots_per_backend=dict(type="int", default=100),
-            snat_mark=dict(type="int", default=0x00020000),
-            allow_icmp=dict(type="bool", default=True),
-            local_dispatch=dict(type="bool", default=True),
-            egress_snat=dict(
-                type="list", elements="dict", default=[],
-                options=dict(source=dict(type="str", required=True), to_address=dict(type="str"), out_interface=dict(type="str")),
-            ),
-            snat_all=dict(type="bool", default=False),
-            snat_source4=dict(type="str", default=""),
-            snat_source6=dict(type="str", default=""),
-            state_dir=dict(type="path", default="/var/lib/portico/nftables"),
-            health_state_file=dict(type="path", default="/run/portico/healthd/state.json"),
-            lock_file=dict(type="path", default="/run/portico/dataplane.lock"),
+            **render_options_spec(),
+            state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
+            health_state_file=dict(type="path", default=DEFAULT_STATE_FILE),
+            lock_file=dict(type="path", default=DEFAULT_LOCK_FILE),
             state=dict(type="str", choices=["present", "absent"], default="present"),
         ),
         supports_check_mode=True,
     )
     params = module.params
     nft = Nft(binary=module.get_bin_path("nft", required=True))
-    base = os.path.join(params["state_dir"], params["table"])
-    paths = {"script": f"{base}.nft", "model": f"{base}.json", "view": f"{base}.txt", "listing": f"{base}.listing",
-             "dataplane": f"{base}.dataplane.json"}
+    files = DataplaneFiles(params["state_dir"], params["table"])
     if params["state"] == "absent":
-        _absent(module, nft, paths)
+        _absent(module, nft, files)
         return
 
     try:
@@ -360,21 +269,34 @@ def main() -> None:
         module.fail_json(msg=str(err))
     model = parse_loadbalancers(params["loadbalancers"], pools)
     if model.problems:
-        module.fail_json(msg="invalid load balancer definitions:\n" + "\n".join(model.problems), problems=model.problems)
-    _check_snat_sources(module)
-    options = _options(params)
+        problems = render(model.problems)
+        module.fail_json(msg="invalid load balancer definitions:\n" + "\n".join(problems), problems=problems)
+    options = options_from_dict(params)
+    problems = option_problems(options)
+    if problems:
+        module.fail_json(msg="\n".join(problems))
     if module.check_mode:
-        _converge(module, nft, model.loadbalancers, options, paths)
+        _converge(module, nft, model.loadbalancers, options, files)
     else:
         with dataplane_lock(params["lock_file"]):
-            _converge(module, nft, model.loadbalancers, options, paths)
+            _converge(module, nft, model.loadbalancers, options, files)
 
 
-def _converge(module: AnsibleModule, nft: Nft, lbs: Sequence[LoadBalancer], options: RenderOptions, paths: dict[str, str]) -> None:
+def _drift(live: TableListing, recorded_structure: list | None, lbs: Sequence[LoadBalancer], options: RenderOptions,
+           withheld: dict[str, set[str]]) -> bool:
+    """Whether someone else changed the table: its structure is not as last applied, or the health-owned
+    elements are not what the health state read under the lock says (the health checker may change
+    them; anyone else doing so is drift too)."""
+    if recorded_structure is not None and recorded_structure != live.structure():
+        return True
+    return live.health_elements() != health_elements(lbs, options, withheld)
+
+
+def _converge(module: AnsibleModule, nft: Nft, lbs: Sequence[LoadBalancer], options: RenderOptions, files: DataplaneFiles) -> None:
     params = module.params
     # Held under the lock: the health checker cannot change state between this read and the apply.
     withheld = read_withheld(params["health_state_file"], lbs)
-    script, intent_script, digest = render_rulesets(lbs, options, withheld)
+    rendered = render_table(lbs, options, withheld)
     view = describe(lbs, options)
     after_model = {lb.name: lb.to_dict() for lb in lbs}
 
@@ -382,27 +304,27 @@ def _converge(module: AnsibleModule, nft: Nft, lbs: Sequence[LoadBalancer], opti
         live = nft.list_table(params["table"])
     except NftError as err:
         module.fail_json(msg=str(err))
-    live_digest = digest_in_listing(live)
-    recorded_listing = _read(paths["listing"])
-    # Structure: as last applied. Slot maps and no_backends: as the health state read under the lock
-    # says (the health checker may change them; anyone else doing so is drift too).
-    drift = live is not None and live_digest == digest and (
-        (recorded_listing is not None
-         and without_health_owned_elements(recorded_listing) != without_health_owned_elements(live))
-        or health_owned_elements(live) != health_owned_elements(script))
-    # Health checks are not part of the table, but the health checker must see their changes.
-    record = dataplane_record(lbs, options, digest, params["pools"])
-    record_changed = _read(paths["dataplane"]) != record
-    changed = live_digest != digest or drift or record_changed
     # No live table: everything is new, whatever the files say.
-    before_model, before_options = _applied(paths) if live is not None else ({}, None)
+    applied = _applied(files) if live is not None else None
+    # The live table holds this intent when the record says so; its structure then tells whether
+    # anyone changed it since (nft's JSON has no table comment to read the digest from).
+    same_intent = live is not None and applied is not None and applied.digest == rendered.digest
+    recorded_structure = read_structure(files.structure)
+    drift = same_intent and _drift(live, recorded_structure, lbs, options, withheld)
+    # Without a recorded structure the live table cannot be vouched for: apply again (same content).
+    replace = not same_intent or recorded_structure is None or drift
+    # Health checks are not part of the table, but the health checker must see their changes.
+    record = DataplaneRecord.of(lbs, options, rendered.digest, params["pools"]).to_json()
+    stale = [path for path in files.legacy if os.path.exists(path)]
+    changed = replace or read_text(files.record) != record or bool(stale)
+    before_model, before_options = _before(applied)
     added, removed, updated = _model_changes(before_model, after_model)
-    result = {"changed": changed, "digest": digest, "script_path": paths["script"],
+    result = {"changed": changed, "digest": rendered.digest, "script_path": files.script,
               "added": added, "removed": removed, "updated": updated, "drift": drift,
               "withheld": {name: sorted(addresses) for name, addresses in sorted(withheld.items())}}
     result = _with_plan(result, before_model, after_model, before_options, options_to_dict(options))
     if module._diff:
-        before_view = (_read(paths["view"]) or "") if live is not None else ""
+        before_view = (read_text(files.view) or "") if live is not None else ""
         if drift:
             before_view += "# live table was changed outside Portico; it will be replaced\n"
         result["diff"] = {"before": before_view, "after": view,
@@ -410,20 +332,21 @@ def _converge(module: AnsibleModule, nft: Nft, lbs: Sequence[LoadBalancer], opti
 
     try:
         # Validate even in check mode: a plan that nft would refuse must fail the plan.
-        nft.check(script)
+        nft.check(rendered.script)
         if changed and not module.check_mode:
             os.makedirs(params["state_dir"], mode=0o750, exist_ok=True)
-            if live_digest != digest or drift:
-                nft.apply(script)
+            if replace:
+                nft.apply(rendered.script)
                 # Right after the apply: the health checker must never patch this table from an old model.
-                _write_atomic(paths["dataplane"], record)
+                write_text_atomic(files.record, record)
                 # Boot restore uses the intent: health state starts over when the checker does.
-                _write_atomic(paths["script"], intent_script)
-                _write_atomic(paths["model"], json.dumps(after_model, indent=1, sort_keys=True))
-                _write_atomic(paths["view"], view)
-                _write_atomic(paths["listing"], nft.list_table(params["table"]) or "")
+                write_text_atomic(files.script, rendered.intent_script)
+                write_text_atomic(files.view, view)
+                applied_listing = nft.list_table(params["table"])
+                write_structure(files.structure, applied_listing.structure() if applied_listing else [])
             else:
-                _write_atomic(paths["dataplane"], record)
+                write_text_atomic(files.record, record)
+            _remove(stale)
     except NftError as err:
         module.fail_json(msg=str(err), **result)
     module.exit_json(**result)

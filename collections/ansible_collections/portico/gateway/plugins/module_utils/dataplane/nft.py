@@ -1,28 +1,30 @@
 # -*- coding: utf-8 -*-
 # Copyright: Portico developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Thin wrapper around the ``nft`` command: check, apply, read back.
+"""Thin wrapper around the ``nft`` command: check, apply, read back, and the dataplane lock.
 
-Kept free of Ansible imports so the health checker daemon can use it too.
+A live table is read as ``nft -j`` JSON (``TableListing``); which object is which comes from
+``objects``, never from matching names again. Kept free of Ansible imports so the health
+checker daemon can use it too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
+import json
 import os
-import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import DIGEST_PREFIX
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane import objects
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.records import DEFAULT_LOCK_FILE
 
-# Objects whose elements the health checker owns: left out when looking for drift.
-_HEALTH_OWNED_RE = re.compile(r"^\s*(map slots_|set no_backends)")
-DEFAULT_LOCK_FILE = "/run/portico/dataplane.lock"
-_COMMENT_RE = re.compile(r'^\s*comment "' + re.escape(DIGEST_PREFIX) + r'([0-9a-f]+)"', re.MULTILINE)
+# Values that change without anyone changing the table: kernel handles and traffic counters.
+_VOLATILE_KEYS = frozenset(("handle", "packets", "bytes"))
 
 
 class NftError(RuntimeError):
@@ -57,80 +59,90 @@ class Nft:
         """``nft -f``: one atomic transaction; a failure leaves the old ruleset in place."""
         self._run_script(script, check_only=False)
 
-    def list_table(self, table: str, family: str = "inet") -> str | None:
-        """Stateless listing (no counter values), or None when the table does not exist."""
-        result = self._run("-s", "list", "table", family, table)
+    def list_table(self, table: str, family: str = objects.TABLE_FAMILY) -> TableListing | None:
+        """The live table as ``nft -j`` reports it, or None when the table does not exist."""
+        result = self._run("-j", "list", "table", family, table)
         if result.returncode != 0:
             if "No such file or directory" in result.stderr or "does not exist" in result.stderr:
                 return None
             raise NftError(f"nft list table {family} {table} failed: {result.stderr.strip()}")
-        return result.stdout
+        try:
+            return TableListing.from_json(result.stdout)
+        except ValueError as err:
+            raise NftError(f"nft list table {family} {table}: unreadable JSON: {err}") from None
 
-    def delete_table(self, table: str, family: str = "inet") -> None:
+    def delete_table(self, table: str, family: str = objects.TABLE_FAMILY) -> None:
         result = self._run("delete", "table", family, table)
         if result.returncode != 0 and "No such file or directory" not in result.stderr:
             raise NftError(f"nft delete table {family} {table} failed: {result.stderr.strip()}")
 
 
-def digest_in_listing(listing: str | None) -> str | None:
-    """The digest Portico wrote into the table comment, if the table is Portico's."""
-    if not listing:
-        return None
-    match = _COMMENT_RE.search(listing)
-    return match.group(1) if match else None
+@dataclass(frozen=True)
+class TableListing:
+    """One table as ``nft -j list table`` lists it: ``({kind: body}, ...)``, metainfo left out."""
+
+    items: tuple[Mapping[str, Any], ...]
+
+    @classmethod
+    def from_json(cls, text: str) -> TableListing:
+        data = json.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get("nftables"), list):
+            raise ValueError("expected {\"nftables\": [...]}")
+        return cls(tuple(item for item in data["nftables"] if isinstance(item, dict) and "metainfo" not in item))
+
+    def structure(self) -> list[dict[str, Any]]:
+        """What the nft module owns, comparable between two listings of the same table.
+
+        Left out: kernel handles, counter values, and the elements of the health-owned sets and
+        maps. Set elements are sorted (a set has no order). Plain JSON data, so a recorded
+        structure read back from a file compares equal.
+        """
+        kept: list[dict[str, Any]] = []
+        for item in self.items:
+            for kind, body in item.items():
+                owned = kind in ("set", "map") and objects.is_health_owned(kind, body.get("name", ""))
+                body = _without_volatile({key: value for key, value in body.items() if not (owned and key == "elem")})
+                if "elem" in body:
+                    body["elem"] = sorted(body["elem"], key=lambda elem: json.dumps(elem, sort_keys=True))
+                kept.append({kind: body})
+        return kept
+
+    def health_elements(self) -> objects.HealthElements:
+        """Elements of the health-owned sets and maps, in the renderer's shape (``render.health_elements``)."""
+        found: dict[str, frozenset[tuple]] = {}
+        for item in self.items:
+            for kind, body in item.items():
+                if kind in ("set", "map") and objects.is_health_owned(kind, body.get("name", "")):
+                    found[body["name"]] = frozenset(_element_values(elem) for elem in body.get("elem", ()))
+        return found
 
 
-def without_health_owned_elements(listing: str | None) -> str | None:
-    """The listing minus the elements of slot maps and no_backends sets (health checker state)."""
-    if listing is None:
-        return None
-    kept: list[str] = []
-    inside_owned = skipping = False
-    for line in listing.splitlines():
-        stripped = line.strip()
-        if _HEALTH_OWNED_RE.match(line):
-            inside_owned = True
-        elif inside_owned and stripped == "}" and not skipping:
-            inside_owned = False
-        if inside_owned and stripped.startswith("elements = {"):
-            skipping = True
-        if skipping:
-            if stripped.endswith("}"):
-                skipping = False
-            continue
-        kept.append(line)
-    return "\n".join(kept) + "\n"
+def _without_volatile(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_volatile(item) for key, item in value.items() if key not in _VOLATILE_KEYS}
+    if isinstance(value, list):
+        return [_without_volatile(item) for item in value]
+    return value
 
 
-def health_owned_elements(text: str | None) -> dict[str, frozenset[str]]:
-    """Elements of the slot maps and no_backends sets, per object, from a script or a listing.
+def _atoms(value: Any) -> tuple[Any, ...]:
+    """One key or value of an element as a flat tuple: concatenations split, IPv6 canonical."""
+    if isinstance(value, dict):
+        if "concat" in value:
+            return tuple(atom for part in value["concat"] for atom in _atoms(part))
+        if "elem" in value:  # an element with options (timeout, counter): its value only
+            return _atoms(value["elem"].get("val"))
+    if isinstance(value, str) and ":" in value:
+        with contextlib.suppress(ValueError):
+            return (str(ipaddress.ip_address(value)),)
+    return (value,)
 
-    Lets the module check that those elements match the health state it read under the lock:
-    the health checker may change them, nobody else may.
-    """
-    found: dict[str, frozenset[str]] = {}
-    name: str | None = None
-    collecting: list[str] | None = None
-    for line in (text or "").splitlines():
-        stripped = line.strip()
-        if _HEALTH_OWNED_RE.match(line):
-            name = stripped.split()[1]
-            found[name] = frozenset()
-            continue
-        if name is None:
-            continue
-        if collecting is None and stripped.startswith("elements = {"):
-            collecting = []
-            stripped = stripped[len("elements = {"):]
-        if collecting is not None:
-            done = stripped.endswith("}")
-            collecting.extend(item.strip() for item in stripped.rstrip("}").split(",") if item.strip())
-            if done:
-                found[name] = frozenset(collecting)
-                collecting, name = None, None
-        elif stripped == "}":
-            name = None
-    return found
+
+def _element_values(elem: Any) -> tuple[Any, ...]:
+    """A set element, or a map element ``[key, value]``, as one flat tuple."""
+    if isinstance(elem, list) and len(elem) == 2:
+        return _atoms(elem[0]) + _atoms(elem[1])
+    return _atoms(elem)
 
 
 @contextlib.contextmanager

@@ -22,68 +22,23 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Collection, Iterable, Mapping, Sequence
+from typing import Collection, Iterable, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import Backend, LoadBalancer, Port
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane import objects
 from ansible_collections.portico.gateway.plugins.module_utils.dataplane.maglev import (
     NO_BACKEND,
     MaglevBackend,
     lookup_table,
     table_size_for,
 )
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.options import RenderOptions
 
-DIGEST_PREFIX = "portico:"
 _FAMILY = {4: ("ip", "ipv4_addr", "icmp"), 6: ("ip6", "ipv6_addr", "ipv6-icmp")}
-
-
-@dataclass(frozen=True)
-class EgressSnat:
-    """Source NAT for connections the backend network opens itself."""
-
-    source: str
-    to_address: str | None = None
-    out_interface: str | None = None
-
-    @property
-    def family(self) -> int:
-        return ipaddress.ip_network(self.source, strict=False).version
-
-
-@dataclass(frozen=True)
-class RenderOptions:
-    table: str = "portico"
-    hash_seed: int = 0x5EED5EED
-    slots_per_backend: int = 100
-    snat_mark: int = 0x00020000
-    allow_icmp: bool = True
-    local_dispatch: bool = True
-    egress_snat: tuple[EgressSnat, ...] = field(default_factory=tuple)
-    # Active/active (BGP) gateways SNAT every LB so replies come back through the gateway that holds
-    # the flow's state: a symmetric return path without asymmetric-routing races.
-    snat_all: bool = False
-    # Source for LB SNAT instead of the egress interface address: a per-gateway address that VRRP
-    # moves to a peer when the gateway fails, so synced flows keep a return path.
-    snat_source4: str = ""
-    snat_source6: str = ""
-
-    def snats(self, lb: LoadBalancer) -> bool:
-        """Whether connections to this LB leave with a gateway source address."""
-        return self.snat_all or not lb.preserve_source_ip
-
-
-def options_to_dict(options: RenderOptions) -> dict:
-    """Plain data for the dataplane file the health checker reads."""
-    data = asdict(options)
-    data["egress_snat"] = [asdict(rule) for rule in options.egress_snat]
-    return data
-
-
-def options_from_dict(data: Mapping) -> RenderOptions:
-    values = dict(data)
-    values["egress_snat"] = tuple(EgressSnat(**rule) for rule in values.get("egress_snat", ()))
-    return RenderOptions(**values)
+# A backend as the slot maps hold it: (address, port).
+Endpoint = Tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -95,19 +50,28 @@ class ServicePort:
 
     @property
     def chain(self) -> str:
-        return f"svc_{self.lb.ident}_{self.port.protocol}{self.port.port}"
+        return objects.service_chain(self.lb.ident, self.port.protocol, self.port.port)
 
     @property
     def slot_map(self) -> str:
-        return f"slots_{self.lb.ident}_{self.port.protocol}{self.port.port}"
+        return objects.slot_map(self.lb.ident, self.port.protocol, self.port.port)
+
+    @property
+    def no_backends_set(self) -> str:
+        return objects.no_backends_set(self.lb.family)
 
     def serving(self) -> list[Backend]:
         return [b for b in self.lb.backends if b.weight > 0]
 
     @property
+    def listener_key(self) -> tuple[str, str, int]:
+        """This listener as a ``no_backends`` element: (vip, protocol, port)."""
+        return (self.lb.vip, self.port.protocol, self.port.port)
+
+    @property
     def listener(self) -> str:
-        """This listener as an element of the ``no_backends`` sets."""
-        return f"{self.lb.vip} . {self.port.protocol} . {self.port.port}"
+        """This listener as an element of the ``no_backends`` sets, in nft syntax."""
+        return " . ".join(map(str, self.listener_key))
 
     def healthy_keys(self, withheld: Collection[str]) -> set[str] | None:
         """Maglev keys of the backends still in the table; None when none is withheld (all healthy)."""
@@ -119,13 +83,13 @@ class ServicePort:
         """True when no backend is left to serve this listener: new connections are rejected."""
         return all(b.address in withheld for b in self.serving())
 
+    def balanced(self) -> bool:
+        """Whether traffic is spread through a slot map (more than one serving backend)."""
+        return len(self.serving()) > 1
+
 
 def _endpoint(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
-def _vip_counter(vip: str) -> str:
-    return "drop_" + ipaddress.ip_address(vip).packed.hex()
 
 
 def _elements(items: Iterable[str], indent: str = "\t\t") -> str:
@@ -154,31 +118,34 @@ def service_ports(lbs: Sequence[LoadBalancer]) -> list[ServicePort]:
     return [ServicePort(lb, port) for lb in ordered for port in sorted(lb.ports, key=lambda p: (p.protocol, p.port))]
 
 
-def slot_table(service: ServicePort, options: RenderOptions, healthy: Collection[str] | None = None) -> list[str]:
-    """Slot -> backend endpoint ("addr . port" nft syntax); empty string for an unserved slot.
+def slot_endpoints(service: ServicePort, options: RenderOptions, healthy: Collection[str] | None = None) -> Sequence[Optional[Endpoint]]:
+    """Slot -> backend (address, port); None for a slot nobody serves.
 
     Shared with the health checker so both write the same table for the same state.
     """
     if healthy is None:
-        return list(_all_healthy_slot_table(service, options))
-    return _compute_slot_table(service, options, healthy)
+        return _all_healthy_slot_endpoints(service, options)
+    return _compute_slot_endpoints(service, options, healthy)
+
+
+def slot_table(service: ServicePort, options: RenderOptions, healthy: Collection[str] | None = None) -> list[str]:
+    """Slot -> backend endpoint ("addr . port" nft syntax); empty string for an unserved slot."""
+    return ["" if owner is None else f"{owner[0]} . {owner[1]}" for owner in slot_endpoints(service, options, healthy)]
 
 
 @lru_cache(maxsize=4096)
-def _all_healthy_slot_table(service: ServicePort, options: RenderOptions) -> tuple[str, ...]:
+def _all_healthy_slot_endpoints(service: ServicePort, options: RenderOptions) -> tuple[Optional[Endpoint], ...]:
     # Rendering and the reviewer's view both need it; Maglev is the costly part of a converge.
-    return tuple(_compute_slot_table(service, options, None))
+    return tuple(_compute_slot_endpoints(service, options, None))
 
 
-def _compute_slot_table(service: ServicePort, options: RenderOptions, healthy: Collection[str] | None) -> list[str]:
+def _compute_slot_endpoints(service: ServicePort, options: RenderOptions, healthy: Collection[str] | None) -> list[Optional[Endpoint]]:
     backends = service.serving()
     keyed = [MaglevBackend(key=b.key(service.port), weight=b.weight) for b in backends]
     size = table_size_for(len(keyed), options.slots_per_backend)
     owners = lookup_table(keyed, size, healthy=healthy, seed=f"{options.hash_seed:08x}")
-    return [
-        "" if owner == NO_BACKEND else f"{backends[owner].address} . {backends[owner].target_port(service.port)}"
-        for owner in owners
-    ]
+    endpoints = [(b.address, b.target_port(service.port)) for b in backends]
+    return [None if owner == NO_BACKEND else endpoints[owner] for owner in owners]
 
 
 def _hash_expr(service: ServicePort, size: int, seed: int) -> str:
@@ -197,7 +164,7 @@ def _service_chain(service: ServicePort, options: RenderOptions) -> str:
     lines.append(f'\t\tcomment "{service.lb.name} {service.port.protocol}/{service.port.port}"')
     if options.snats(service.lb):
         lines.append(f"\t\tmeta mark set meta mark | 0x{options.snat_mark:08x}")
-    if len(backends) == 1:
+    if not service.balanced():
         target = _endpoint(backends[0].address, backends[0].target_port(service.port))
         lines.append(f"\t\tmeta l4proto {service.port.protocol} dnat {family} to {target}")
     else:
@@ -210,46 +177,49 @@ def _service_chain(service: ServicePort, options: RenderOptions) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _slot_elements(service: ServicePort, options: RenderOptions, withheld: Collection[str]) -> list[str]:
-    table = slot_table(service, options, service.healthy_keys(withheld))
-    return [f"{slot} : {target}" for slot, target in enumerate(table) if target]
+def _slot_elements(service: ServicePort, options: RenderOptions, withheld: Collection[str]) -> list[tuple[int, str, int]]:
+    owners = slot_endpoints(service, options, service.healthy_keys(withheld))
+    return [(slot, owner[0], owner[1]) for slot, owner in enumerate(owners) if owner is not None]
+
+
+def _slot_items(service: ServicePort, options: RenderOptions, withheld: Collection[str]) -> list[str]:
+    return [f"{slot} : {address} . {port}" for slot, address, port in _slot_elements(service, options, withheld)]
 
 
 def _slot_map(service: ServicePort, options: RenderOptions, withheld: Collection[str]) -> str:
     family = _FAMILY[service.lb.family][0]
-    items = _slot_elements(service, options, withheld)
+    items = _slot_items(service, options, withheld)
     return _map(service.slot_map, f"typeof numgen inc mod 2 : {family} daddr . {service.port.protocol} dport", items)
 
 
 def _filter_chains(lbs: Sequence[LoadBalancer], options: RenderOptions) -> str:
     text = [
-        "\tchain filter_prerouting {",
+        f"\tchain {objects.FILTER_PREROUTING} {{",
         "\t\ttype filter hook prerouting priority dstnat - 10; policy accept;",
         # Established flows are never cut by a changed source range or port list.
         "\t\tct state established,related accept",
     ]
-    for family in (4, 6):
-        if any(lb.family == family for lb in lbs):
-            text.append(f"\t\t{_FAMILY[family][0]} daddr @vips{family} jump vip_filter{family}")
+    families = [family for family in objects.FAMILIES if any(lb.family == family for lb in lbs)]
+    for family in families:
+        text.append(f"\t\t{_FAMILY[family][0]} daddr @{objects.vip_set(family)} jump {objects.vip_filter_chain(family)}")
     text.append("\t}\n")
-    for family in (4, 6):
-        if not any(lb.family == family for lb in lbs):
-            continue
+    for family in families:
         fam, _addr_type, icmp = _FAMILY[family]
-        text.append(f"\tchain vip_filter{family} {{")
+        admit, no_backends = objects.vip_admit_chain(family), objects.no_backends_set(family)
+        text.append(f"\tchain {objects.vip_filter_chain(family)} {{")
         if family == 6:
             # Neighbour discovery must work for a VIP held on an interface (VRRP).
             text.append("\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept")
         if options.allow_icmp:
             text.append(f"\t\tmeta l4proto {icmp} accept")
-        text.append(f"\t\t{fam} daddr . meta l4proto . th dport . {fam} saddr @allowed{family} goto vip_admit{family}")
-        text.append(f"\t\tcounter name {fam} daddr map @vip_drops{family} drop")
+        text.append(f"\t\t{fam} daddr . meta l4proto . th dport . {fam} saddr @{objects.allowed_set(family)} goto {admit}")
+        text.append(f"\t\tcounter name {fam} daddr map @{objects.vip_drops_map(family)} drop")
         text.append("\t}\n")
         # Only admitted sources learn that a listener has no (healthy) backend; the rest are dropped
         # above. The health checker adds and removes no_backends elements.
-        text.append(f"\tchain vip_admit{family} {{")
-        text.append(f"\t\tmeta l4proto tcp {fam} daddr . meta l4proto . th dport @no_backends{family} reject with tcp reset")
-        text.append(f"\t\t{fam} daddr . meta l4proto . th dport @no_backends{family} reject")
+        text.append(f"\tchain {admit} {{")
+        text.append(f"\t\tmeta l4proto tcp {fam} daddr . meta l4proto . th dport @{no_backends} reject with tcp reset")
+        text.append(f"\t\t{fam} daddr . meta l4proto . th dport @{no_backends} reject")
         text.append("\t\taccept")
         text.append("\t}\n")
     return "\n".join(text) + "\n"
@@ -257,18 +227,19 @@ def _filter_chains(lbs: Sequence[LoadBalancer], options: RenderOptions) -> str:
 
 def _nat_chains(lbs: Sequence[LoadBalancer], options: RenderOptions) -> str:
     families = sorted({lb.family for lb in lbs})
-    dispatch = [f"\t\t{_FAMILY[f][0]} daddr . meta l4proto . th dport vmap @dispatch{f}" for f in families]
-    text = ["\tchain nat_prerouting {", "\t\ttype nat hook prerouting priority dstnat; policy accept;", *dispatch, "\t}\n"]
+    dispatch = [f"\t\t{_FAMILY[f][0]} daddr . meta l4proto . th dport vmap @{objects.dispatch_map(f)}" for f in families]
+    text = [f"\tchain {objects.NAT_PREROUTING} {{", "\t\ttype nat hook prerouting priority dstnat; policy accept;",
+            *dispatch, "\t}\n"]
     if options.local_dispatch:
-        text += ["\tchain nat_output {", "\t\ttype nat hook output priority -100; policy accept;", *dispatch, "\t}\n"]
-    text += ["\tchain nat_postrouting {", "\t\ttype nat hook postrouting priority srcnat; policy accept;"]
+        text += [f"\tchain {objects.NAT_OUTPUT} {{", "\t\ttype nat hook output priority -100; policy accept;", *dispatch, "\t}\n"]
+    text += [f"\tchain {objects.NAT_POSTROUTING} {{", "\t\ttype nat hook postrouting priority srcnat; policy accept;"]
     mark = f"meta mark & 0x{options.snat_mark:08x} == 0x{options.snat_mark:08x}"
     if any(options.snats(lb) for lb in lbs):
         for family in families:
             nfproto = f"meta nfproto {'ipv4' if family == 4 else 'ipv6'}"
             fam = _FAMILY[family][0]
             if any(lb.snat_address and lb.family == family and options.snats(lb) for lb in lbs):
-                text.append(f"\t\t{mark} {nfproto} snat {fam} to ct original {fam} daddr map @snat_to{family}")
+                text.append(f"\t\t{mark} {nfproto} snat {fam} to ct original {fam} daddr map @{objects.snat_map(family)}")
             source = options.snat_source4 if family == 4 else options.snat_source6
             if source:
                 text.append(f"\t\t{mark} {nfproto} snat {fam} to {source}")
@@ -288,25 +259,26 @@ def _family_objects(
     family: int, lbs: Sequence[LoadBalancer], services: Sequence[ServicePort], withheld: Mapping[str, Collection[str]],
     options: RenderOptions,
 ) -> str:
-    fam, addr_type, _icmp = _FAMILY[family]
+    _fam, addr_type, _icmp = _FAMILY[family]
     mine = [s for s in services if s.lb.family == family]
     vips = sorted({lb.vip for lb in lbs if lb.family == family}, key=ipaddress.ip_address)
     if not vips:
         return ""
     listener = f"{addr_type} . inet_proto . inet_service"
-    text = [_set(f"vips{family}", addr_type, vips)]
-    text.append(_map(f"dispatch{family}", f"{listener} : verdict",
-                     (f"{s.lb.vip} . {s.port.protocol} . {s.port.port} : goto {s.chain}" for s in mine if s.serving())))
-    text.append(_set(f"allowed{family}", f"{listener} . {addr_type}",
-                     (f"{s.lb.vip} . {s.port.protocol} . {s.port.port} . {cidr}" for s in mine for cidr in s.lb.source_ranges),
+    text = [_set(objects.vip_set(family), addr_type, vips)]
+    text.append(_map(objects.dispatch_map(family), f"{listener} : verdict",
+                     (f"{s.listener} : goto {s.chain}" for s in mine if s.serving())))
+    text.append(_set(objects.allowed_set(family), f"{listener} . {addr_type}",
+                     (f"{s.listener} . {cidr}" for s in mine for cidr in s.lb.source_ranges),
                      flags="interval"))
-    text.append(_set(f"no_backends{family}", listener,
+    text.append(_set(objects.no_backends_set(family), listener,
                      (s.listener for s in mine if s.rejecting(withheld.get(s.lb.name, ())))))
-    text.append(_map(f"vip_drops{family}", f"{addr_type} : counter", (f'{vip} : "{_vip_counter(vip)}"' for vip in vips)))
+    text.append(_map(objects.vip_drops_map(family), f"{addr_type} : counter",
+                     (f'{vip} : "{objects.drop_counter(vip)}"' for vip in vips)))
     snat = sorted({(lb.vip, lb.snat_address) for lb in lbs if lb.family == family and lb.snat_address and options.snats(lb)})
     if snat:
-        text.append(_map(f"snat_to{family}", f"{addr_type} : {addr_type}", (f"{vip} : {to}" for vip, to in snat)))
-    counters = "".join(f"\tcounter {_vip_counter(vip)} {{\n\t}}\n" for vip in vips)
+        text.append(_map(objects.snat_map(family), f"{addr_type} : {addr_type}", (f"{vip} : {to}" for vip, to in snat)))
+    counters = "".join(f"\tcounter {objects.drop_counter(vip)} {{\n\t}}\n" for vip in vips)
     return "\n".join(text) + "\n" + counters + "\n"
 
 
@@ -321,9 +293,9 @@ def render_body(
     """
     withheld = withheld or {}
     services = service_ports(lbs)
-    parts = [_family_objects(4, lbs, services, withheld, options), _family_objects(6, lbs, services, withheld, options)]
+    parts = [_family_objects(family, lbs, services, withheld, options) for family in objects.FAMILIES]
     for service in services:
-        if len(service.serving()) > 1:
+        if service.balanced():
             parts.append(_slot_map(service, options, withheld.get(service.lb.name, ())))
     parts.append("\n")
     parts.extend(_service_chain(service, options) + "\n" for service in services if service.serving())
@@ -337,43 +309,58 @@ def digest_of(body: str) -> str:
 
 
 def _script(body: str, digest: str, options: RenderOptions) -> str:
+    table = f"{objects.TABLE_FAMILY} {options.table}"
     return (
         "# Generated by portico.gateway.nft_loadbalancer - do not edit, changes are overwritten.\n"
-        f"table inet {options.table}\n"
-        f"delete table inet {options.table}\n"
-        f"table inet {options.table} {{\n"
-        f'\tcomment "{DIGEST_PREFIX}{digest}"\n'
+        f"table {table}\n"
+        f"delete table {table}\n"
+        f"table {table} {{\n"
+        f'\tcomment "{objects.table_comment(digest)}"\n'
         f"{body}"
         "}\n"
     )
 
 
-def render_rulesets(
+@dataclass(frozen=True)
+class RenderedTable:
+    """Portico's table for one model: each script replaces only ``inet <table>``, atomically."""
+
+    script: str  # what to apply now: the backends the health checker withholds are left out
+    intent_script: str  # every backend healthy: what a boot restores
+    digest: str  # of the intent, so health changes never look like a configuration change
+
+
+def render_table(
     lbs: Sequence[LoadBalancer],
     options: RenderOptions,
     withheld: Mapping[str, Collection[str]] | None = None,
-) -> tuple[str, str, str]:
-    """Return (script with the health state, intent script, digest); one render when nothing is withheld.
-
-    The digest covers the intent (every backend healthy), so health changes never look like
-    a configuration change. The intent script is what a boot restores.
-    """
+) -> RenderedTable:
+    """The scripts and digest of Portico's table; one render when nothing is withheld."""
     intent_body = render_body(lbs, options)
     digest = digest_of(intent_body)
     intent = _script(intent_body, digest, options)
     if not any((withheld or {}).values()):
-        return intent, intent, digest
-    return _script(render_body(lbs, options, withheld), digest, options), intent, digest
+        return RenderedTable(intent, intent, digest)
+    return RenderedTable(_script(render_body(lbs, options, withheld), digest, options), intent, digest)
 
 
-def render_ruleset(
-    lbs: Sequence[LoadBalancer],
-    options: RenderOptions,
-    withheld: Mapping[str, Collection[str]] | None = None,
-) -> tuple[str, str]:
-    """Return (nft script, digest). The script replaces only ``inet <table>``, atomically."""
-    script, _intent, digest = render_rulesets(lbs, options, withheld)
-    return script, digest
+def health_elements(
+    lbs: Sequence[LoadBalancer], options: RenderOptions, withheld: Mapping[str, Collection[str]] | None = None,
+) -> objects.HealthElements:
+    """The health-owned elements ``render_table`` writes for this health state, as plain values.
+
+    Compared with the live table's (``nft.TableListing.health_elements``): the health checker may
+    change these elements, anyone else doing so is drift.
+    """
+    withheld = withheld or {}
+    found: dict[str, set[tuple]] = {objects.no_backends_set(lb.family): set() for lb in lbs}
+    for service in service_ports(lbs):
+        mine = withheld.get(service.lb.name, ())
+        if service.balanced():
+            found[service.slot_map] = set(_slot_elements(service, options, mine))
+        if service.rejecting(mine):
+            found[service.no_backends_set].add(service.listener_key)
+    return {name: frozenset(elements) for name, elements in found.items()}
 
 
 def render_health_update(
@@ -384,20 +371,19 @@ def render_health_update(
     Slot maps are rewritten whole (flush + add, atomic): slots of backends that stay
     healthy get the same owner, so their flows keep their backend.
     """
-    table = f"inet {options.table}"
+    table = f"{objects.TABLE_FAMILY} {options.table}"
     lines: list[str] = []
     for service in services:
         mine = withheld.get(service.lb.name, ())
-        if len(service.serving()) > 1:
+        if service.balanced():
             lines.append(f"flush map {table} {service.slot_map}")
-            items = _slot_elements(service, options, mine)
+            items = _slot_items(service, options, mine)
             if items:
                 lines.append(f"add element {table} {service.slot_map} {{ {', '.join(items)} }}")
-        no_backends = f"no_backends{service.lb.family}"
         # add-then-delete removes an element whether or not it was there.
-        lines.append(f"add element {table} {no_backends} {{ {service.listener} }}")
+        lines.append(f"add element {table} {service.no_backends_set} {{ {service.listener} }}")
         if not service.rejecting(mine):
-            lines.append(f"delete element {table} {no_backends} {{ {service.listener} }}")
+            lines.append(f"delete element {table} {service.no_backends_set} {{ {service.listener} }}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 

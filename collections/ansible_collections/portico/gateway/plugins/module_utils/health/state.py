@@ -1,37 +1,22 @@
 # -*- coding: utf-8 -*-
 # Copyright: Portico developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Health state of backends: checks derived from the LB model, rise/fall, what to withhold.
+"""Health of backends: checks derived from the LB model, rise/fall, what to withhold and announce.
 
-Shared by the health checker daemon (which probes and writes the state file) and the
-nft module (which reads the state file so a converge keeps dead backends out of the
-tables). Pure logic, standard library only.
-
-The state file is the contract between them:
-
-    {"version": 1, "updated": <epoch>, "loadbalancers": {
-        "<lb name>": {"withheld": ["<backend address>", ...]}, ...},
-     "backends": [...], "vips": {...}}
-
-``withheld`` is what the dataplane must leave out for that LB; a backend the state file
-does not mention is served (new backends start in rotation, like HAProxy's default).
+Pure logic, standard library only. The health state file these decisions end up in is
+``dataplane.records``' format (the nft module reads it back).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Collection, Iterable, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from ansible_collections.portico.gateway.plugins.module_utils.health.probes import ProbeTarget
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import Backend, LoadBalancer
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import RenderOptions, options_to_dict
 
-STATE_VERSION = 1
 ALL_DOWN_POLICIES = ("reject", "keep_last")
-DEFAULT_STATE_FILE = "/run/portico/healthd/state.json"
 
 
 @dataclass(frozen=True)
@@ -54,22 +39,6 @@ class Check:
     @property
     def endpoint(self) -> str:
         return f"[{self.address}]:{self.target.port}" if ":" in self.address else f"{self.address}:{self.target.port}"
-
-
-def dataplane_record(lbs: Sequence[LoadBalancer], options: RenderOptions, digest: str, pools: Mapping[str, Any]) -> str:
-    """The file the nft module writes with every apply and the health checker reads:
-    the applied LBs and the options that shape their tables."""
-    return json.dumps({"digest": digest, "options": options_to_dict(options), "pools": pools,
-                       "loadbalancers": [lb.to_dict() for lb in lbs]}, indent=1, sort_keys=True)
-
-
-def file_signature(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
-    """Identity of a file version (inode, mtime, size); None when it does not exist."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def probe_port(lb: LoadBalancer, backend: Backend) -> int:
@@ -169,31 +138,3 @@ def vip_health(lbs: Sequence[LoadBalancer], up: Mapping[tuple[str, str], bool]) 
 def announced_vips(health: Mapping[str, Mapping[str, int]], withdraw: bool) -> set[str]:
     """VIPs to announce: those with a healthy backend (all of them when withdrawal is off)."""
     return {vip for vip, counts in health.items() if counts["healthy"] > 0 or not withdraw}
-
-
-def read_withheld(path: str, lbs: Iterable[LoadBalancer]) -> dict[str, set[str]]:
-    """What the health checker withholds, for the LBs being rendered; empty when unknown.
-
-    A missing, unreadable or foreign file means "nothing withheld": the dataplane then
-    serves every configured backend, which is also what happens with no health checker.
-    """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-        return {}
-    recorded = data.get("loadbalancers")
-    if not isinstance(recorded, dict):
-        return {}
-    result: dict[str, set[str]] = {}
-    for lb in lbs:
-        entry = recorded.get(lb.name)
-        if not isinstance(entry, dict) or lb.health_check.type == "none":
-            continue
-        addresses = {b.address for b in lb.backends}
-        withheld = {a for a in entry.get("withheld", []) if isinstance(a, str) and a in addresses}
-        if withheld:
-            result[lb.name] = withheld
-    return result

@@ -1,0 +1,110 @@
+# -*- coding: utf-8 -*-
+# Copyright: Portico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The name of every object in Portico's nftables table, built in one place.
+
+The renderer names objects only through these functions, and code that reads a live
+table (drift detection, the health checker, tests) asks here which object is which
+instead of matching names again. Like kube-proxy's nftables proxier: fixed names are
+constants, per-listener and per-family names are functions.
+
+Ownership of elements: the health checker writes the elements of the slot maps and of
+the ``no_backends`` sets (``is_health_owned``); everything else belongs to the nft module.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Dict, FrozenSet, Tuple
+
+# The table: one per host, in the inet family; its comment carries the digest of the intent.
+TABLE_FAMILY = "inet"
+DEFAULT_TABLE = "portico"
+DIGEST_PREFIX = "portico:"
+
+# Base chains (hooks).
+FILTER_PREROUTING = "filter_prerouting"
+NAT_PREROUTING = "nat_prerouting"
+NAT_OUTPUT = "nat_output"
+NAT_POSTROUTING = "nat_postrouting"
+
+SERVICE_CHAIN_PREFIX = "svc_"
+SLOT_MAP_PREFIX = "slots_"
+DROP_COUNTER_PREFIX = "drop_"
+FAMILIES = (4, 6)
+
+
+def table_comment(digest: str) -> str:
+    """The table's comment: the digest of the rendered intent, so a reader knows what it holds."""
+    return f"{DIGEST_PREFIX}{digest}"
+
+
+def _listener(protocol: str, port: int) -> str:
+    return f"{protocol}{port}"
+
+
+def service_chain(lb_ident: str, protocol: str, port: int) -> str:
+    """The chain one listener's traffic is dispatched to (DNAT to its backends)."""
+    return f"{SERVICE_CHAIN_PREFIX}{lb_ident}_{_listener(protocol, port)}"
+
+
+def slot_map(lb_ident: str, protocol: str, port: int) -> str:
+    """One listener's Maglev table: slot -> backend address . port (elements: health checker)."""
+    return f"{SLOT_MAP_PREFIX}{lb_ident}_{_listener(protocol, port)}"
+
+
+def vip_set(family: int) -> str:
+    """Every VIP of a family: the filter's entry test."""
+    return f"vips{family}"
+
+
+def dispatch_map(family: int) -> str:
+    """VIP . protocol . port -> goto the listener's service chain."""
+    return f"dispatch{family}"
+
+
+def allowed_set(family: int) -> str:
+    """VIP . protocol . port . source range: what the filter admits."""
+    return f"allowed{family}"
+
+
+def no_backends_set(family: int) -> str:
+    """Listeners without a serving backend: admitted sources get a reject (elements: health checker)."""
+    return f"no_backends{family}"
+
+
+def vip_drops_map(family: int) -> str:
+    """VIP -> its drop counter."""
+    return f"vip_drops{family}"
+
+
+def snat_map(family: int) -> str:
+    """VIP -> the SNAT address of LBs that name one."""
+    return f"snat_to{family}"
+
+
+def vip_filter_chain(family: int) -> str:
+    return f"vip_filter{family}"
+
+
+def vip_admit_chain(family: int) -> str:
+    return f"vip_admit{family}"
+
+
+def drop_counter(vip: str) -> str:
+    """Named counter of the packets dropped for one VIP (the address in hex: a valid identifier)."""
+    return DROP_COUNTER_PREFIX + ipaddress.ip_address(vip).packed.hex()
+
+
+# The elements the health checker owns, per set or map, as plain values: a slot map's
+# (slot, address, port), a no_backends set's (vip, protocol, port). The renderer says what they
+# should be for a health state, a listing of the live table what they are.
+HealthElements = Dict[str, FrozenSet[Tuple]]
+HEALTH_OWNED_SETS = frozenset(no_backends_set(family) for family in FAMILIES)
+
+
+def is_health_owned(kind: str, name: str) -> bool:
+    """Whether the health checker owns this set's or map's elements (``kind``: ``set`` or ``map``)."""
+    if kind == "map":
+        return name.startswith(SLOT_MAP_PREFIX)
+    return kind == "set" and name in HEALTH_OWNED_SETS
