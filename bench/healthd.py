@@ -52,10 +52,20 @@ from lib.netns_topology import BenchError, _raise_exit, bench_lock, nft_apply, p
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "collections"))
 
-from ansible_collections.portico.gateway.plugins.module_utils.health import state as health_state  # noqa: E402
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.options import RenderOptions  # noqa: E402
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.records import (  # noqa: E402
+    DataplaneFiles,
+    DataplaneRecord,
+    file_signature,
+    write_text_atomic,
+)
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import (  # noqa: E402
+    render_health_update,
+    render_table,
+    service_ports,
+)
 from ansible_collections.portico.gateway.plugins.module_utils.model import ipam  # noqa: E402
 from ansible_collections.portico.gateway.plugins.module_utils.model import loadbalancer as lb_model  # noqa: E402
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane import render as nft_render  # noqa: E402
 
 NS = "pb-hd"
 DAEMON = REPO / "roles/healthcheck/files/portico-healthd"
@@ -77,109 +87,14 @@ DETECTION_LIMIT = 5.0  # a change not applied within this is a failure, not a sl
 CLONE_NEWNET = 0x40000000
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# Accept-and-close server. Probes close with RST (SO_LINGER 0), so a connection may be
-# reset before accept() returns it; all that matters is that the accept queue drains.
-LISTENER = r"""
-import socket, sys
-sock = socket.socket()
-sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-sock.bind((sys.argv[1], int(sys.argv[2])))
-sock.listen(4096)
-print("ready", flush=True)
-while True:
-    try:
-        conn, _ = sock.accept()
-    except OSError:
-        continue
-    conn.close()
-"""
-
-# Both probers read the dataplane file, build the daemon's checks and print their counters
-# on SIGUSR1; they differ only in how probes are scheduled and run.
-_PROBER_COMMON = r"""
-import asyncio, json, os, signal, sys
-sys.path.insert(0, os.environ["PORTICO_PYTHONPATH"])
-from ansible_collections.portico.gateway.plugins.module_utils.health.state import checks_for
-from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import parse_pools
-from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import parse_loadbalancers
-from ansible_collections.portico.gateway.plugins.module_utils.health.scheduler import first_due, next_due
-
-with open(sys.argv[1], encoding="utf-8") as handle:
-    raw = json.load(handle)
-model = parse_loadbalancers(raw["loadbalancers"], parse_pools(raw.get("pools", {})))
-checks = [check for lb in model.loadbalancers for check in checks_for(lb)]
-stats = {"checks": len(checks), "ok": 0, "fail": 0, "lag_sum": 0.0, "lag_count": 0, "lag_max": 0.0}
-
-def count(ok, lag):
-    stats["lag_sum"] += lag
-    stats["lag_count"] += 1
-    if lag > stats["lag_max"]:
-        stats["lag_max"] = lag
-    stats["ok" if ok else "fail"] += 1
-
-async def serve(start):
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, lambda: print(json.dumps(stats), flush=True))
-    stop_all = start(loop)
-    print(json.dumps({"ready": len(checks)}), flush=True)
-    await stop.wait()
-    stop_all()
-"""
-
-# The baseline: the daemon's own ProbeScheduler (same probe code, phase spread, absolute
-# due times, missed ticks skipped), and nothing else: no rise/fall, no nft, no metrics.
-BARE_PROBER = _PROBER_COMMON + r"""
-from ansible_collections.portico.gateway.plugins.module_utils.health.scheduler import ProbeScheduler
-
-def start(loop):
-    scheduler = ProbeScheduler(loop, lambda key, result, lag: count(result.ok, lag))
-    for check in checks:
-        scheduler.set(check.key, check.target, check.interval)
-    return scheduler.close
-
-asyncio.run(serve(start))
-"""
-
-# A reference for the scheduler itself: the design it replaced (portico 0.4), a coroutine
-# per check sleeping until its due time and a TCP connect under wait_for. Same schedule,
-# same socket options, so the difference is the per-probe cost of tasks and futures.
-COROUTINE_PROBER = _PROBER_COMMON + r"""
-import socket, struct
-LINGER_RST = struct.pack("ii", 1, 0)
-
-async def connect(loop, target):
-    sock = socket.socket(socket.AF_INET6 if ":" in target.address else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
-        await loop.sock_connect(sock, (target.address, target.port))
-    finally:
-        sock.close()
-
-async def probe_forever(check):
-    loop = asyncio.get_running_loop()
-    due = first_due(check.key, check.interval, loop.time())
-    while True:
-        delay = due - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        lag = max(0.0, loop.time() - due)
-        try:
-            await asyncio.wait_for(connect(loop, check.target), check.target.timeout)
-            ok = True
-        except (OSError, asyncio.TimeoutError):
-            ok = False
-        count(ok, lag)
-        due = next_due(due, check.interval, loop.time())
-
-def start(loop):
-    tasks = [loop.create_task(probe_forever(check)) for check in checks]
-    return lambda: [task.cancel() for task in tasks]
-
-asyncio.run(serve(start))
-"""
+# The programs the bench runs besides the daemon: backends, and the two reference probers
+# (both build the daemon's checks from the dataplane record and print counters on SIGUSR1).
+PROGRAMS = Path(__file__).resolve().parent / "lib" / "probers"
+LISTENER = PROGRAMS / "listener.py"
+# The daemon's own ProbeScheduler and nothing else: no rise/fall, no nft, no metrics.
+BARE_PROBER = PROGRAMS / "bare.py"
+# The design the scheduler replaced: a coroutine per check.
+COROUTINE_PROBER = PROGRAMS / "coroutine.py"
 
 
 # --------------------------------------------------------------------------- settings
@@ -445,7 +360,7 @@ class Lab:
 
     @property
     def dataplane_file(self) -> Path:
-        return self.state_dir / "portico.dataplane.json"
+        return Path(DataplaneFiles(str(self.state_dir)).record)
 
     @property
     def state_file(self) -> Path:
@@ -484,7 +399,7 @@ def read_line(proc: subprocess.Popen, timeout: float, what: str) -> str:
 
 
 def start_listener(lab: Lab, host: str, port: int) -> subprocess.Popen:
-    proc = lab.spawn([SYSTEM_PYTHON, "-c", LISTENER, host, str(port)], lab.server_cpu, f"listener-{port}.log",
+    proc = lab.spawn([SYSTEM_PYTHON, str(LISTENER), host, str(port)], lab.server_cpu, f"listener-{port}.log",
                      stdout_pipe=True)
     if read_line(proc, 10, f"listener {host}:{port}") != "ready":
         raise BenchError(f"listener {host}:{port} did not start: {lab.log_tail(f'listener-{port}.log')}")
@@ -557,12 +472,11 @@ def converge(lab: Lab, raws: list[dict[str, Any]], lbs: list[lb_model.LoadBalanc
             raise BenchError(f"converge with ansible-playbook failed ({proc.returncode}):\n"
                              + "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:]))
     else:
-        lab.converge_how = "module_utils render + nft -f + health_state.dataplane_record (the module's writer)"
-        options = nft_render.RenderOptions()
-        script, digest = nft_render.render_ruleset(lbs, options)
-        nft_apply(script, ns=NS)
-        lab.state_dir.mkdir(parents=True, exist_ok=True)
-        lab.dataplane_file.write_text(health_state.dataplane_record(lbs, options, digest, POOLS))
+        lab.converge_how = "module_utils render + nft -f + records.DataplaneRecord (the module's writer)"
+        options = RenderOptions()
+        rendered = render_table(lbs, options)
+        nft_apply(rendered.script, ns=NS)
+        write_text_atomic(str(lab.dataplane_file), DataplaneRecord.of(lbs, options, rendered.digest, POOLS).to_json())
     lab.converge_seconds = time.monotonic() - started
     if not lab.dataplane_file.exists():
         raise BenchError(f"converge wrote no dataplane file {lab.dataplane_file}")
@@ -607,10 +521,10 @@ def daemon_counters() -> dict[str, float]:
             "lag_max": m["portico_healthd_schedule_lag_max_seconds"]}
 
 
-def prober_window(lab: Lab, checks: int, script: str, label: str, order: int) -> CpuWindow:
+def prober_window(lab: Lab, checks: int, program: Path, label: str, order: int) -> CpuWindow:
     env = {**os.environ, "PORTICO_PYTHONPATH": str(REPO / "collections")}
     log = label.split()[0] + ".log"
-    proc = lab.spawn([SYSTEM_PYTHON, "-c", script, str(lab.dataplane_file)], lab.daemon_cpu, log,
+    proc = lab.spawn([SYSTEM_PYTHON, str(program), str(lab.dataplane_file)], lab.daemon_cpu, log,
                      env=env, stdout_pipe=True)
     lab.bare = proc
     ready = json.loads(read_line(proc, 30, f"{label} prober"))
@@ -661,7 +575,7 @@ def wait_applied(lab: Lab, address: str, up: bool, after: float, signature: Any)
     """
     deadline = time.time() + DETECTION_LIMIT
     while time.time() < deadline:
-        current = health_state.file_signature(lab.state_file)
+        current = file_signature(lab.state_file)
         if current != signature:
             time.sleep(0.02)  # the loop records applied_at just after the write
             status = daemon_status()
@@ -686,7 +600,7 @@ def nft_update_alone(lb: lb_model.LoadBalancer, count: int = 5) -> float:
     The all-healthy update rewrites the slot map with the content it already has, so the
     table is unchanged; it is the same script size and kernel work as taking a backend out.
     """
-    script = nft_render.render_health_update(nft_render.service_ports([lb]), nft_render.RenderOptions(), {})
+    script = render_health_update(service_ports([lb]), RenderOptions(), {})
     return 1000 * sorted(nft_apply(script, ns=NS).seconds for _ in range(count))[count // 2]
 
 
@@ -697,7 +611,7 @@ def detection_trials(lab: Lab, slot_map: str) -> list[Trial]:
         address, port = DETECT_BACKENDS[index % len(DETECT_BACKENDS)]
         # Kill at a random point of the probe schedule.
         time.sleep(rng.uniform(0.0, lab.settings.interval))
-        signature = health_state.file_signature(lab.state_file)
+        signature = file_signature(lab.state_file)
         proc = lab.detect.pop(address)
         proc.kill()
         proc.wait()
@@ -705,7 +619,7 @@ def detection_trials(lab: Lab, slot_map: str) -> list[Trial]:
         backend, applied = wait_applied(lab, address, up=False, after=killed, signature=signature)
         nft_seconds = daemon_metrics().get("portico_healthd_nft_update_seconds", math.nan)
         left = address not in slot_owners(slot_map)
-        signature = health_state.file_signature(lab.state_file)
+        signature = file_signature(lab.state_file)
         lab.detect[address] = start_listener(lab, address, port)
         restarted = time.time()
         _, returned = wait_applied(lab, address, up=True, after=restarted, signature=signature)
@@ -821,8 +735,9 @@ def check_prerequisites() -> None:
                if shutil.which(tool) is None]
     if missing:
         raise BenchError("missing tools: " + ", ".join(missing))
-    if not DAEMON.exists():
-        raise BenchError(f"daemon not found: {DAEMON}")
+    for program in (DAEMON, LISTENER, BARE_PROBER, COROUTINE_PROBER):
+        if not program.exists():
+            raise BenchError(f"not found: {program}")
 
 
 def placement() -> tuple[int | None, int | None]:
@@ -858,7 +773,7 @@ def run_bench(settings: Settings) -> int:
         assert lab.daemon is not None
         daemon = [daemon_window(lab, "daemon 1", order=2)]
         extra["conntrack"] = conntrack_count()
-        trials = detection_trials(lab, nft_render.service_ports([detect_lb])[0].slot_map)
+        trials = detection_trials(lab, service_ports([detect_lb])[0].slot_map)
         daemon.append(daemon_window(lab, "daemon 2", order=3))
         extra["load_downs"] = daemon_metrics().get("load_downs", 0.0)
         extra["state_file_kb"] = lab.state_file.stat().st_size / 1024

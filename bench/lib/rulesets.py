@@ -5,18 +5,20 @@ from __future__ import annotations
 import ipaddress
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .netns_topology import BACKEND_ADDRS, HTTP_PORT, BenchError
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "collections"))
 
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.options import RenderOptions  # noqa: E402
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import render_table  # noqa: E402
 from ansible_collections.portico.gateway.plugins.module_utils.model import ipam  # noqa: E402
 from ansible_collections.portico.gateway.plugins.module_utils.model import loadbalancer as lb_model  # noqa: E402
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane import render as nft_render  # noqa: E402
 
 MEASURED_VIP = "198.51.100.10"
 FILLER_NET = ipaddress.ip_network("198.18.128.0/17")
@@ -59,7 +61,7 @@ def portico_ruleset(fillers: int, extra_ports: Sequence[int] = ()) -> PorticoRul
     parsed = time.perf_counter()
     if result.problems:
         raise BenchError(f"lb_model refused bench services: {result.problems[:3]}")
-    script, _ = nft_render.render_ruleset(result.loadbalancers, nft_render.RenderOptions())
+    script = render_table(result.loadbalancers, RenderOptions()).script
     rendered = time.perf_counter()
     return PorticoRuleset(script, fillers, parsed - start, rendered - parsed)
 
