@@ -19,6 +19,8 @@ if str(REPO) not in sys.path:  # the stand-in lives in tests/, importable from t
 
 from lab.k8s_stub.apiserver import FakeApiServer  # noqa: E402  pylint: disable=wrong-import-position
 
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import from_data, render  # noqa: E402
+
 LAB_FIXTURES = REPO / "lab" / "k8s_stub" / "fixtures" / "lab"
 LAB_SERVICES = ["default/dns", "default/echo", "default/echo-dual", "default/echo-local", "team-a/restricted"]
 TEMPLATE = "{{ lookup('pipe','id') }}"
@@ -88,6 +90,11 @@ def inventory(tmp_path: pathlib.Path, apiserver: FakeApiServer) -> Inventory:
     return Inventory(tmp_path, apiserver.write_kubeconfig(tmp_path / "kubeconfig"))
 
 
+def text(problems: list[dict[str, str]]) -> list[str]:
+    """Problems of an entry (plain data) as users read them."""
+    return render(from_data(problems))
+
+
 def services_of(listing: dict[str, Any], host: str = "gw1") -> list[dict[str, Any]]:
     return plain(listing["_meta"]["hostvars"][host]["portico_k8s_services"])
 
@@ -138,8 +145,9 @@ def test_changes_in_the_cluster_show_on_the_next_run(inventory: Inventory, apise
     config = inventory.config(serve_without_endpoints=True)
     by_key = {f"{s['namespace']}/{s['name']}": s for s in services_of(inventory.list(config=config))}
     assert by_key["team-b/added"]["problems"] == []
-    assert by_key["default/sig"]["problems"] == ["lab/default/sig: spec.ports[0].protocol: SCTP is not supported (supported: TCP, UDP)"]
-    assert by_key["default/typo"]["problems"] == [
+    assert by_key["default/sig"]["problems"] == [
+        {"subject": "lab/default/sig", "field": "spec.ports[0].protocol", "message": "SCTP is not supported (supported: TCP, UDP)"}]
+    assert text(by_key["default/typo"]["problems"]) == [
         "lab/default/typo: metadata.annotations[portico.io/pol]: unknown annotation (did you mean 'portico.io/pool'?)"]
     assert all(not by_key[k]["problems"] for k in LAB_SERVICES)
 
