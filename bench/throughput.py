@@ -17,19 +17,26 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lib.measure import client_syn_retransmits, iperf3_gbps, latency, median, ratio, spread, wrk_conn_rate  # noqa: E402
-from lib.netns_topology import (  # noqa: E402
-    run_cli,
-    HTTP_PORT, IPERF_PORT, PLAIN_ADDR, BenchError, check_prerequisites, flush_conntrack, lab_session, nft_apply,
+from lib.measure import client_syn_retransmits, iperf3_gbps, latency, median, ratio, spread, wrk_conn_rate
+from lib.netns_topology import (
+    HTTP_PORT,
+    IPERF_PORT,
+    PLAIN_ADDR,
+    BenchError,
+    check_prerequisites,
+    flush_conntrack,
+    lab_session,
+    nft_apply,
     pin_cpu,
+    run_cli,
 )
-from lib.rulesets import MEASURED_VIP, UNLOAD_ALL, portico_ruleset  # noqa: E402
+from lib.rulesets import MEASURED_VIP, UNLOAD_ALL, portico_ruleset
 
 VARIANTS = ("plain", "vip")
 
@@ -124,10 +131,10 @@ def report(samples: list[Sample], settings: Settings) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
-    check_prerequisites({"wrk": "wrk", "iperf3": "iperf3"})
+    check_prerequisites(("wrk", "iperf3"))
     started = time.monotonic()
     samples = run_all(settings)
-    print(f"\n" + "\n".join(report(samples, settings)) + f"\n(total {time.monotonic() - started:.0f}s)")
+    print("\n" + "\n".join(report(samples, settings)) + f"\n(total {time.monotonic() - started:.0f}s)")
     return 0
 
 

@@ -24,16 +24,21 @@ if [[ -z "${ANSIBLE_PLAYBOOK:-}" ]]; then
   fi
 fi
 
-# What a fresh Debian 12 needs: apt-get install podman runc debootstrap
-# (netavark comes as a recommended package; the lab's networks need it).
+# The lab's host commands and their Debian packages: group "lab" of .ci/packages.txt, the list
+# .ci/install-deps installs.
 preflight() {
-  local tool missing=()
-  for tool in podman runc debootstrap; do
-    command -v "${tool}" >/dev/null || missing+=("${tool}")
-  done
-  [[ -x /usr/lib/podman/netavark ]] || missing+=(netavark)
+  local package command groups rest missing=()
+  while read -r package command groups rest; do
+    [[ -z "${package}" || "${package}" == \#* || ",${groups}," != *,lab,* ]] && continue
+    if [[ "${command}" == /* ]]; then
+      [[ -x "${command}" ]] && continue
+    else
+      command -v "${command}" >/dev/null && continue
+    fi
+    [[ " ${missing[*]} " == *" ${package} "* ]] || missing+=("${package}")
+  done <"${repo}/.ci/packages.txt"
   if [[ ${#missing[@]} -gt 0 ]]; then
-    echo "lab.sh: missing ${missing[*]}: apt-get install ${missing[*]}" >&2
+    echo "lab.sh: missing packages ${missing[*]}: run bash .ci/install-deps (or apt-get install --no-install-recommends ${missing[*]})" >&2
     exit 1
   fi
 }

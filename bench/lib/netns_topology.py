@@ -25,9 +25,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
-from typing import IO, Callable, Iterator, Sequence
+from typing import IO
 
 CLIENT_NS, GW_NS, BACKEND_NS = "pb-client", "pb-gw", "pb-backend"
 NAMESPACES = (CLIENT_NS, GW_NS, BACKEND_NS)
@@ -45,8 +47,9 @@ CLIENT_ROUTES = ("198.51.100.0/24", "198.18.128.0/17", "192.0.2.0/24")
 HTTP_PORT = 80
 IPERF_PORT = 5201
 LOCK_PATH = "/run/portico-bench.lock"
-# tool -> Debian package, named in the error so CI knows what to install.
-REQUIRED_TOOLS = {"ip": "iproute2", "nft": "nftables", "nginx": "nginx-light"}
+# Host commands every netns benchmark runs; their packages come from the list install-deps installs.
+REQUIRED_TOOLS = ("ip", "nft", "nginx")
+PACKAGE_LIST = Path(__file__).resolve().parents[2] / ".ci/packages.txt"
 
 NGINX_CONF = """\
 worker_processes 1;
@@ -119,19 +122,32 @@ def run(
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
-    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise BenchError(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()[:2000]}")
     return proc
 
 
-def check_prerequisites(extra_tools: dict[str, str] | None = None) -> None:
+def packages_of(tools: Sequence[str], package_list: Path = PACKAGE_LIST) -> dict[str, str]:
+    """Each host command's Debian package, from the one list (.ci/packages.txt)."""
+    known: dict[str, str] = {}
+    for line in package_list.read_text(encoding="utf-8").splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2:
+            known.setdefault(fields[1], fields[0])
+    unlisted = [tool for tool in tools if tool not in known]
+    if unlisted:
+        raise BenchError(f"{', '.join(unlisted)}: not in {package_list}; add the package that ships it there")
+    return {tool: known[tool] for tool in tools}
+
+
+def check_prerequisites(extra_tools: Sequence[str] = ()) -> None:
     if os.geteuid() != 0:
         raise BenchError("needs root (network namespaces, nftables): run with sudo")
-    tools = {**REQUIRED_TOOLS, **(extra_tools or {})}
-    missing = [f"{tool} (apt-get install -y {pkg})" for tool, pkg in tools.items() if shutil.which(tool) is None]
+    packages = packages_of([*REQUIRED_TOOLS, *extra_tools])
+    missing = [f"{tool} (package {package})" for tool, package in packages.items() if shutil.which(tool) is None]
     if missing:
-        raise BenchError("missing tools: " + ", ".join(missing))
+        raise BenchError("missing tools: " + ", ".join(missing) + ": run bash .ci/install-deps")
 
 
 def existing_namespaces() -> list[str]:
