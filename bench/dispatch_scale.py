@@ -21,19 +21,25 @@ import json
 import math
 import sys
 import time
-from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lib.measure import Latency, WrkResult, client_syn_retransmits, latency, median, ratio, spread, wrk_conn_rate  # noqa: E402
-from lib.netns_topology import (  # noqa: E402
+from lib.measure import Latency, WrkResult, client_syn_retransmits, latency, median, ratio, spread, wrk_conn_rate
+from lib.netns_topology import (
+    HTTP_PORT,
+    PLAIN_ADDR,
+    NftLoad,
+    check_prerequisites,
+    flush_conntrack,
+    lab_session,
+    nft_apply,
+    pin_cpu,
     run_cli,
-    HTTP_PORT, PLAIN_ADDR, NftLoad, check_prerequisites, flush_conntrack, lab_session, nft_apply, pin_cpu,
 )
-from lib.rulesets import MEASURED_VIP, UNLOAD_ALL, PorticoRuleset, linear_ruleset, portico_ruleset  # noqa: E402
+from lib.rulesets import MEASURED_VIP, UNLOAD_ALL, PorticoRuleset, linear_ruleset, portico_ruleset
 
 VARIANTS = ("plain", "portico", "linear")
 

@@ -104,11 +104,11 @@ def cleanup(core: client.CoreV1Api, discovery: client.DiscoveryV1Api) -> None:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def start_watcher(log_path: pathlib.Path) -> subprocess.Popen:
-    log = open(log_path, "w", encoding="utf-8")  # pylint: disable=consider-using-with  # lives as long as the watcher
+    log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the watcher
     proc = subprocess.Popen([sys.executable, str(REPO / "bin/portico-watch"), "-i", "inventories/lab"], cwd=REPO,
                             env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300

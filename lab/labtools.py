@@ -9,7 +9,8 @@ import pathlib
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PREFIX = "portico-lab-"

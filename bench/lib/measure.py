@@ -9,8 +9,8 @@ import re
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .netns_topology import CLIENT_NS, BenchError, pinned, run
 

@@ -10,11 +10,12 @@ Bounded by --count and --budget seconds, whichever comes first.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 
@@ -48,10 +49,8 @@ def percentile(sorted_values: Sequence[int], fraction: float) -> float:
 def measure(host: str, port: int, count: int, budget: float, warmup: int, timeout: float) -> dict[str, object]:
     errors, first_error = 0, ""
     for _ in range(warmup):  # ARP, route cache, nginx worker wake-up
-        try:
+        with contextlib.suppress(OSError, ValueError):
             one_exchange(host, port, timeout)
-        except (OSError, ValueError):
-            pass
     samples: list[int] = []
     deadline = time.monotonic() + budget
     while len(samples) + errors < count and time.monotonic() < deadline:

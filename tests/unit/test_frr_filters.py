@@ -34,7 +34,7 @@ def test_prefix_list_entries():
     assert frr.frr_prefix_list_entries(prefixes, 6, "hosts") == ["2001:db8:100::/64 ge 128", "2001:db8:100::5/128"]
     assert frr.frr_prefix_list_entries(["198.19.0.0/16"], 4, "any") == ["198.19.0.0/16 le 32"]
     assert frr.frr_prefix_list_entries(["198.19.0.0/16"], 6, "any") == []
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="longer must be hosts or any"):
         frr.frr_prefix_list_entries(prefixes, 4, "more")
 
 
