@@ -17,9 +17,8 @@ BIN = pathlib.Path(sys.executable).parent
 if str(REPO) not in sys.path:  # the stand-in lives in tests/, importable from the repository root
     sys.path.insert(0, str(REPO))
 
-from lab.k8s_stub.apiserver import FakeApiServer  # noqa: E402  pylint: disable=wrong-import-position
-
 from ansible_collections.portico.gateway.plugins.module_utils.model.problems import from_data, render  # noqa: E402
+from lab.k8s_stub.apiserver import FakeApiServer  # noqa: E402  pylint: disable=wrong-import-position
 
 LAB_FIXTURES = REPO / "lab" / "k8s_stub" / "fixtures" / "lab"
 LAB_SERVICES = ["default/dns", "default/echo", "default/echo-dual", "default/echo-local", "team-a/restricted"]

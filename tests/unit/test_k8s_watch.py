@@ -20,6 +20,13 @@ import urllib3
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import K8sAuth
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.sources import (
+    ClusterConfig,
+    SourceError,
+    parse_source,
+    resolve_options,
+)
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import TranslateOptions
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.watch import (
     Batch,
@@ -35,13 +42,6 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.watch import (
     batch_payload,
     eda_event,
 )
-from ansible_collections.portico.gateway.plugins.module_utils.k8s.sources import (
-    ClusterConfig,
-    SourceError,
-    parse_source,
-    resolve_options,
-)
-from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import K8sAuth
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EDA_PLUGIN = REPO / "collections/ansible_collections/portico/gateway/extensions/eda/plugins/event_source/k8s_services.py"

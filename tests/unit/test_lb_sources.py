@@ -54,6 +54,17 @@ def test_bad_service_is_isolated_and_names_itself():
     assert "lab/default/bad" not in {lb.name for lb in model.loadbalancers}
 
 
+def test_a_service_refused_by_the_model_gets_the_model_problem():
+    # A static LB that took the name the Service's LB would get: the static one stays.
+    static = [{**STATIC[0], "name": "lab/default/a"}]
+    model = merge(static, [service("a"), service("b")], POOLS)
+    statuses = by_name(model)
+    assert render(statuses["a"].problems) == ["lab/default/a: name: defined twice"] and statuses["a"].ips == []
+    assert statuses["b"].served and render(statuses["b"].problems) == []
+    assert [lb.name for lb in model.loadbalancers] == ["lab/default/a", "lab/default/b"]
+    assert model.loadbalancers[0].source == "static"
+
+
 def test_dual_stack_service_is_served_whole_or_not_at_all():
     half_bad = service("dual", families=(4, 6))
     half_bad["loadbalancers"][1]["ports"][0]["port"] = 0

@@ -80,7 +80,7 @@ problems:
 services:
   description:
     - Per Kubernetes Service - cluster, namespace, name, uid, ips, problems, warnings, served.
-    - C(problems) and C(warnings) are lines of text, C(<object>: <field>: <what>).
+    - 'C(problems) and C(warnings) are lines of text, C(<object>: <field>: <what>).'
   returned: always
   type: list
   elements: dict
