@@ -20,7 +20,8 @@ description:
     gateway group does not exist it is created empty.
   - A Service that cannot be served is kept with its C(problems) listed; it never breaks the
     inventory. Each problem and warning is data, C({subject, field, message}) (the Service, its
-    field or annotation, what is wrong); C(portico.gateway.lb_validate) turns them into text. A cluster that cannot be listed fails this inventory source, so that a partial view
+    field or annotation, what is wrong); C(portico.gateway.lb_validate) turns them into text.
+  - A cluster that cannot be listed fails this inventory source, so that a partial view
     never withdraws the VIPs of Services that still exist.
   - Values read from the API (annotations included) are data and are never templated.
   - The configuration file name must end with C(k8s_services.yml) or C(k8s_services.yaml).
