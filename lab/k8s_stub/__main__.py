@@ -27,13 +27,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="bearer token the stand-in accepts")
     parser.add_argument("--history", type=int, default=1000,
                         help="watch events kept; a watch from an older resourceVersion gets 410 Gone")
+    parser.add_argument("--service-node-port-range", default="30000-32767", help="node ports Services get (LOW-HIGH)")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    server = FakeApiServer(args.port, args.fixtures, token=args.token, history=args.history, verbose=args.verbose).start()
+    server = FakeApiServer(args.port, args.fixtures, token=args.token, history=args.history, verbose=args.verbose,
+                           node_port_range=args.service_node_port_range).start()
     if args.kubeconfig:
         server.write_kubeconfig(args.kubeconfig, context=args.context, cluster_name=args.context)
     done = threading.Event()

@@ -8,7 +8,8 @@ import pathlib
 import sys
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -45,7 +46,7 @@ def test_a_watch_that_times_out_ends_with_a_bookmark_of_the_current_version(smal
 
 
 def test_an_open_watch_of_a_quiet_resource_outlives_the_history_of_others(small):
-    api, core = small
+    _api, core = small
     start = core.list_node().metadata.resource_version
     found: list[dict[str, Any]] = []
     reader = threading.Thread(target=lambda: found.extend(raw_watch(core, resource_version=start, timeout_seconds=3)))
