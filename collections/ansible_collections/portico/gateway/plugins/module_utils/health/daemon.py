@@ -130,9 +130,10 @@ class Daemon:
             await self.wake.wait()
             self.wake.clear()
             names, self.tracker.dirty = self.tracker.dirty, set()
+            # Never let the applier die silently: any failure is logged and retried.
             try:
                 outcome = await self.apply(names)
-            except Exception as err:  # pylint: disable=broad-except - never let the applier die silently
+            except Exception as err:  # pylint: disable=broad-except
                 LOG.exception("update failed")
                 outcome = f"{type(err).__name__}: {err}"
             if outcome == OK:
@@ -306,33 +307,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(message: object) -> None:
+    sys.stderr.write(f"{message}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         if not os.path.exists(args.path):
-            print(f"{args.path}: no such file", file=sys.stderr)
+            _error(f"{args.path}: no such file")
             return 1
         try:
             load_settings(args.path)
         except ValueError as err:
-            print(err, file=sys.stderr)
+            _error(err)
             return 1
         return 0
     try:
         settings = load_settings(args.config)
     except ValueError as err:
-        print(err, file=sys.stderr)
+        _error(err)
         return 1
     if args.command == "status":
         try:
             state, live = fetch_status(settings)
         except (OSError, ValueError) as err:
-            print(f"portico-healthd is not running and left no state: {err}", file=sys.stderr)
+            _error(f"portico-healthd is not running and left no state: {err}")
             return NOT_RUNNING
         if args.json:
-            print(json.dumps({**state, "daemon_running": live}, indent=1))
+            sys.stdout.write(json.dumps({**state, "daemon_running": live}, indent=1) + "\n")
         else:
-            print(format_status(state, live), end="")
+            sys.stdout.write(format_status(state, live))
         return 0 if live else NOT_RUNNING
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     asyncio.run(Daemon(settings, args.config).run())

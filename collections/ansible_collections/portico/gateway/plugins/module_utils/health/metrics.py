@@ -99,19 +99,17 @@ def metrics_text(m: Metrics, tracker: HealthTracker) -> str:
     family("portico_healthd_vip_announced", "gauge", "1 while the VIP is announced.")
     for vip in sorted(vips):
         out.append(f"portico_healthd_vip_announced{_labels(vip=vip)} {int(vip in announced)}")
-    family("portico_healthd_nft_updates_total", "counter", "Backend table transactions applied.")
-    out.append(f"portico_healthd_nft_updates_total {m.nft_updates}")
-    family("portico_healthd_nft_update_errors_total", "counter", "Backend table transactions nft refused.")
-    out.append(f"portico_healthd_nft_update_errors_total {m.nft_errors}")
-    family("portico_healthd_nft_update_seconds", "gauge", "Duration of the last table transaction.")
-    out.append(f"portico_healthd_nft_update_seconds {m.nft_last_seconds:.6f}")
     family("portico_healthd_schedule_lag_seconds", "summary", "How late probes start against their schedule.")
     out.append(f"portico_healthd_schedule_lag_seconds_sum {m.lag_sum:.6f}")
     out.append(f"portico_healthd_schedule_lag_seconds_count {m.lag_count}")
-    family("portico_healthd_schedule_lag_max_seconds", "gauge", "Largest probe start lag since the daemon started.")
-    out.append(f"portico_healthd_schedule_lag_max_seconds {m.lag_max:.6f}")
-    family("portico_healthd_dataplane_reloads_total", "counter", "Times the applied model was (re)loaded.")
-    out.append(f"portico_healthd_dataplane_reloads_total {m.reloads}")
-    family("portico_healthd_checks", "gauge", "Backends being checked.")
-    out.append(f"portico_healthd_checks {len(checks)}")
+    for name, kind, text, value in (
+        ("nft_updates_total", "counter", "Backend table transactions applied.", str(m.nft_updates)),
+        ("nft_update_errors_total", "counter", "Backend table transactions nft refused.", str(m.nft_errors)),
+        ("nft_update_seconds", "gauge", "Duration of the last table transaction.", f"{m.nft_last_seconds:.6f}"),
+        ("schedule_lag_max_seconds", "gauge", "Largest probe start lag since the daemon started.", f"{m.lag_max:.6f}"),
+        ("dataplane_reloads_total", "counter", "Times the applied model was (re)loaded.", str(m.reloads)),
+        ("checks", "gauge", "Backends being checked.", str(len(checks))),
+    ):
+        family(f"portico_healthd_{name}", kind, text)
+        out.append(f"portico_healthd_{name} {value}")
     return "\n".join(out) + "\n"

@@ -5,10 +5,9 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Mapping
 
 from ansible_collections.portico.gateway.plugins.module_utils.dataplane.records import load_health_state
@@ -23,13 +22,24 @@ def fetch_status(settings: Settings) -> tuple[dict[str, Any], bool]:
     OSError or ValueError when neither is there.
     """
     if settings.metrics_port:
-        host = f"[{settings.metrics_address}]" if ":" in settings.metrics_address else settings.metrics_address
         try:
-            with urllib.request.urlopen(f"http://{host}:{settings.metrics_port}{STATUS_PATH}", timeout=2) as response:
-                return json.load(response), True
-        except (urllib.error.URLError, OSError, ValueError):
+            return _get_json(settings.metrics_address, settings.metrics_port, STATUS_PATH), True
+        except (OSError, ValueError, http.client.HTTPException):
             pass
     return load_health_state(settings.state_file), False
+
+
+def _get_json(address: str, port: int, path: str) -> Any:
+    """GET a JSON document from the daemon's own HTTP endpoint (plain HTTP on a local address)."""
+    connection = http.client.HTTPConnection(address, port, timeout=2)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        if response.status != 200:
+            raise ValueError(f"GET {path}: HTTP {response.status}")
+        return json.loads(response.read())
+    finally:
+        connection.close()
 
 
 def _age(seconds: float) -> str:
