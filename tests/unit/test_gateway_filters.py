@@ -10,8 +10,10 @@ import subprocess
 import sys
 
 import pytest
+from ansible.errors import AnsibleFilterError
 
-from ansible_collections.portico.gateway.plugins.filter import addressing, module_utils_files
+from ansible_collections.portico.gateway.plugins.filter import addressing, frr, module_utils_files
+from ansible_collections.portico.gateway.plugins.plugin_utils import netaddr_filters
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -69,6 +71,16 @@ def test_module_utils_files_defaults_to_this_collections_module_utils():
     paths = {f["path"] for f in files}
     assert "__init__.py" in paths and "model/__init__.py" in paths
     assert all(pathlib.Path(f["src"]).is_file() for f in files)
+
+
+@pytest.mark.parametrize("module", [addressing, frr], ids=["addressing", "frr"])
+def test_without_netaddr_the_filters_load_and_say_what_is_missing(module, monkeypatch):
+    monkeypatch.setattr(netaddr_filters, "NETADDR_IMPORT_ERROR", ImportError("No module named 'netaddr'"))
+    filters = module.FilterModule().filters()
+    for name, function in filters.items():
+        with pytest.raises(AnsibleFilterError, match="netaddr"):
+            function([])
+        assert function.__wrapped__ is getattr(module, name)
 
 
 def test_roles_reach_the_filters_by_fqcn_through_ansible():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
 
-import netaddr
+from ansible_collections.portico.gateway.plugins.plugin_utils.netaddr_filters import netaddr, needing_netaddr
 
 
 def vip_prefixes(loadbalancers: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -61,4 +61,5 @@ class FilterModule:
     """Addressing filters."""
 
     def filters(self) -> dict[str, Callable[..., Any]]:
-        return {"vip_prefixes": vip_prefixes, "pod_routes": pod_routes, "return_path_instances": return_path_instances}
+        return needing_netaddr({"vip_prefixes": vip_prefixes, "pod_routes": pod_routes,
+                                "return_path_instances": return_path_instances})

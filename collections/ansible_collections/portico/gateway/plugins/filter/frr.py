@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
 
-import netaddr
+from ansible_collections.portico.gateway.plugins.plugin_utils.netaddr_filters import netaddr, needing_netaddr
 
 
 def _network(text: Any) -> netaddr.IPNetwork | None:
@@ -91,10 +91,10 @@ class FilterModule:
     """Filters of the frr role."""
 
     def filters(self) -> dict[str, Callable[..., Any]]:
-        return {
+        return needing_netaddr({
             "pool_prefixes": pool_prefixes,
             "invalid_prefixes": invalid_prefixes,
             "invalid_addresses": invalid_addresses,
             "ip_version": ip_version,
             "frr_prefix_list_entries": frr_prefix_list_entries,
-        }
+        })
