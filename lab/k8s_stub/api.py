@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import json
 import random
 import re
@@ -29,7 +28,7 @@ from .patches import APPLY_PATCH, apply_patch, patch_media
 from .resources import Registry, Resource
 from .schema import prune_metadata
 from .selectors import matcher
-from .store import Store, parse_rv
+from .store import Store, clone, parse_rv
 
 Obj = dict[str, Any]
 SYSTEM_META = ("uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds")
@@ -102,7 +101,7 @@ class Api:
         api_version = res.api_version(version)
         if res.custom is None or obj.get("apiVersion") == api_version or version not in res.custom.versions:
             return obj
-        out = copy.deepcopy(obj)
+        out = clone(obj)
         out["apiVersion"] = api_version
         res.custom.versions[version].schema.default(out)
         return out
@@ -180,7 +179,7 @@ class Api:
         unknown fields dropped (warned about, or refused when Strict), schema defaults set."""
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         api_version = res.api_version(version)
         if res.custom is not None:
             for field_name in ("kind", "apiVersion"):
@@ -292,7 +291,7 @@ class Api:
             raise errors.bad_request("fieldManager: Required value: is required for apply patch")
         if not isinstance(body, dict) or not body.get("apiVersion") or not body.get("kind"):
             raise errors.bad_request("the applied configuration must set apiVersion and kind")
-        probe = copy.deepcopy(body)
+        probe = clone(body)
         unknown = prune_metadata(probe) + (res.custom.versions[version].schema.prune(probe) if res.custom else [])
         if unknown:
             raise errors.bad_request(f"failed to create typed patch object ({namespace + '/' if namespace else ''}{name}; "
@@ -326,7 +325,7 @@ class Api:
         if not req.fixture and meta.get("uid") and meta["uid"] != old_meta.get("uid"):
             raise errors.unprocessable(res.kind, res.group, name, [errors.invalid("metadata.uid", meta["uid"], "field is immutable")])
         if sub == "status":  # the status subresource writes .status and nothing else
-            result = copy.deepcopy(old)
+            result = clone(old)
             if "status" in new:
                 result["status"] = new["status"]
             else:
@@ -341,7 +340,7 @@ class Api:
             meta.setdefault("managedFields", old_meta.get("managedFields"))
             if res.status_enabled(version) and not req.fixture:  # main-resource writes ignore .status
                 if "status" in old:
-                    result["status"] = copy.deepcopy(old["status"])
+                    result["status"] = clone(old["status"])
                 else:
                     result.pop("status", None)
         self._check_finalizers(res, old, result)
@@ -447,7 +446,7 @@ class Api:
             return self._remove(res, stored), True
         if meta.get("deletionTimestamp"):
             return stored, False
-        marked = copy.deepcopy(stored)
+        marked = clone(stored)
         marked["metadata"].update(deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=0)
         if "generation" in meta:
             marked["metadata"]["generation"] = meta["generation"] + 1
@@ -530,7 +529,7 @@ class Api:
         if schema is None:
             return
         for obj in list(self.store.tables.get(res.qualified, {}).values()):
-            defaulted = copy.deepcopy(obj)
+            defaulted = clone(obj)
             schema.schema.default(defaulted)
             if defaulted != obj:
                 self.store.replace_quietly(res.qualified, defaulted)

@@ -69,6 +69,19 @@ def parse_route(registry: Registry, path: str) -> Route | None:
     return Route(res, version, namespace, *(rest[1:] + [None, None])[:2])
 
 
+class _ManifestLoader(yaml.SafeLoader):
+    """YAML as kubectl turns it into JSON: timestamps stay strings."""
+
+
+_ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def load_yaml(text: str | bytes) -> Any:
+    return yaml.load(text, Loader=_ManifestLoader)
+
+
 def _warning_header(text: str) -> str:
     return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -132,7 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise errors.unsupported_media(media, BODY_MEDIA)
         if not raw.strip():
             return None
-        return yaml.safe_load(raw) if media in ("application/yaml", APPLY_PATCH) else json.loads(raw)
+        return load_yaml(raw) if media in ("application/yaml", APPLY_PATCH) else json.loads(raw)
 
     def _authorise(self, path: str) -> None:
         # kubectl sends no credentials over plain http, so a request without any is let in (as
@@ -301,7 +314,9 @@ def read_manifests(path: str | os.PathLike[str]) -> list[Obj]:
     files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml", ".json")) if root.is_dir() else [root]
     objects: list[Obj] = []
     for file in files:
-        for doc in yaml.safe_load_all(file.read_text(encoding="utf-8")):
+        text = file.read_text(encoding="utf-8")
+        docs = [json.loads(text)] if file.suffix == ".json" else yaml.load_all(text, Loader=_ManifestLoader)
+        for doc in docs:
             if isinstance(doc, dict):
                 objects.extend(doc.get("items") or [] if doc.get("kind", "").endswith("List") else [doc])
     return sorted(objects, key=lambda o: KIND_ORDER.get(o.get("kind", ""), 2))

@@ -4,6 +4,7 @@ patch of built-in types. Server-side apply lives in fieldmanager."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from .errors import ApiError, bad_request, unsupported_media
@@ -110,7 +111,7 @@ def _json_patch_op(doc: Obj, op: Obj) -> None:
 
 def json_patch(doc: Obj, ops: list[Obj]) -> Obj:
     """RFC 6902 JSON patch (add, remove, replace, move, copy, test)."""
-    result = copy.deepcopy(doc)
+    result = json.loads(json.dumps(doc))
     for op in ops:
         try:
             _json_patch_op(result, op)

@@ -8,6 +8,7 @@ what they got without copying, and the history keeps the objects as they were.
 from __future__ import annotations
 
 import bisect
+import json
 import threading
 import time
 from collections import deque
@@ -222,6 +223,11 @@ class Store:
         with self.cond:
             self.stopped = True
             self.cond.notify_all()
+
+
+def clone(obj: Any) -> Any:
+    """A deep copy of JSON data (several times faster than copy.deepcopy)."""
+    return json.loads(json.dumps(obj))
 
 
 def parse_rv(value: str) -> int:
