@@ -1,4 +1,4 @@
-"""module_utils.health_probes against real servers on loopback (127.0.0.1 and ::1 only).
+"""module_utils.health.probes against real servers on loopback (127.0.0.1 and ::1 only).
 
 Every server runs in a thread of this process on an ephemeral port; every probe
 runs in its own event loop (asyncio.run).

@@ -1,4 +1,4 @@
-"""module_utils.probe_scheduler against real sockets on loopback (127.0.0.1 only).
+"""module_utils.health.scheduler against real sockets on loopback (127.0.0.1 only).
 
 Each test runs its own event loop for a bounded time and records every verdict the
 scheduler reports, so schedule, lag and clean-up are observed, not assumed.

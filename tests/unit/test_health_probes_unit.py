@@ -1,4 +1,4 @@
-"""Pure helpers of module_utils.health_probes (the probes themselves: tests/integration)."""
+"""Pure helpers of module_utils.health.probes (the probes themselves: tests/integration)."""
 
 from __future__ import annotations
 
