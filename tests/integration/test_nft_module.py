@@ -171,3 +171,26 @@ def test_ip_routes_refuses_to_replace_a_foreign_route(netns, tmp_path):
     result = task_results(netns.play([task], tmp_path))[0]
     assert result["failed"] is True and "already routed by protocol bird" in result["msg"]
     assert "198.19.5.0/24 via 192.0.2.99" in netns.run("ip", "route").stdout
+
+
+def test_files_of_earlier_versions_are_removed_once(netns, tmp_path):
+    run(netns, tmp_path, [WEB])
+    state = tmp_path / "state"
+    stale = [state / "portico.json", state / "portico.listing"]  # the model and the text listing 0.5 kept
+    for path in stale:
+        path.write_text("{}\n")
+    result = run(netns, tmp_path, [WEB])
+    assert result["changed"] is True and result["drift"] is False, result
+    assert not any(path.exists() for path in stale)
+    assert sorted(p.name for p in state.iterdir()) == [
+        "portico.dataplane.json", "portico.nft", "portico.structure.json", "portico.txt"]
+    assert run(netns, tmp_path, [WEB])["changed"] is False
+
+
+def test_a_hand_added_reject_element_is_drift(netns, tmp_path):
+    run(netns, tmp_path, [WEB])
+    netns.run("nft", "add", "element", "inet", "portico", "no_backends4", "{ 198.51.100.10 . tcp . 80 }")
+    result = run(netns, tmp_path, [WEB])
+    assert result["changed"] is True and result["drift"] is True, result
+    assert "198.51.100.10 . tcp . 80" not in netns.run("nft", "list", "set", "inet", "portico", "no_backends4").stdout
+    assert run(netns, tmp_path, [WEB])["changed"] is False
