@@ -142,7 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
         media = self.headers.get("Content-Type", "application/json").split(";")[0].strip()
         if method in ("POST", "PUT") and media not in BODY_MEDIA:
             # e.g. protobuf from kubectl's typed clients: 415 makes client-go retry in JSON
-            raise errors.unsupported_media(media, BODY_MEDIA)
+            raise errors.unsupported_media(BODY_MEDIA)
         if not raw.strip():
             return None
         return load_yaml(raw) if media in ("application/yaml", APPLY_PATCH) else json.loads(raw)

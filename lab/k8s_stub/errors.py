@@ -132,6 +132,6 @@ def method_not_allowed() -> ApiError:
     return ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource", {})
 
 
-def unsupported_media(media: str, accepted: tuple[str, ...]) -> ApiError:
+def unsupported_media(accepted: tuple[str, ...]) -> ApiError:
     return ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: "
-                    + ", ".join(accepted) + (f' (got "{media}")' if media else ""))
+                    + ", ".join(accepted))

@@ -21,16 +21,17 @@ from .errors import ApiError
 
 Obj = dict[str, Any]
 Path = tuple[str, ...]
-ListKind = tuple[str, tuple[str, ...]]  # ("atomic" | "set" | "map", map keys)
+# ("atomic" | "set" | "map", map keys, defaults of key fields: an item without one is keyed by it)
+ListKind = tuple[str, tuple[str, ...], tuple[tuple[str, Any], ...]]
 ListTypes = Callable[[tuple[str, ...]], ListKind]  # by field names from the root, "[]" for list items
 ITEM = "<item>"  # the value of a keyed list item's own path
 TRACKED_META = ("labels", "annotations", "finalizers", "ownerReferences")
-ATOMIC: ListKind = ("atomic", ())
+ATOMIC: ListKind = ("atomic", (), ())
 
 # Lists of built-in kinds that are not atomic (listType/listMapKeys in the Go types).
 BUILTIN_LISTS: dict[tuple[str, ...], ListKind] = {
-    ("metadata", "finalizers"): ("set", ()), ("metadata", "ownerReferences"): ("map", ("uid",)),
-    ("spec", "ports"): ("map", ("port", "protocol")), ("status", "conditions"): ("map", ("type",)),
+    ("metadata", "finalizers"): ("set", (), ()), ("metadata", "ownerReferences"): ("map", ("uid",), ()),
+    ("spec", "ports"): ("map", ("port", "protocol"), (("protocol", "TCP"),)), ("status", "conditions"): ("map", ("type",), ()),
 }
 
 
@@ -56,7 +57,12 @@ def schema_lists(schema: Obj) -> ListTypes:
                     props = node.get("properties") or {}
                     node = props.get(name) if name in props else node.get("additionalProperties")
             kind = node.get("x-kubernetes-list-type", "atomic") if isinstance(node, dict) else "atomic"
-            cache[names] = (kind, tuple(node.get("x-kubernetes-list-map-keys") or ()) if kind == "map" else ())
+            if kind != "map":
+                cache[names] = (kind, (), ())
+            else:
+                keys = tuple(node.get("x-kubernetes-list-map-keys") or ())
+                props = (node.get("items") or {}).get("properties") or {}
+                cache[names] = (kind, keys, tuple((k, props[k]["default"]) for k in keys if "default" in props.get(k, {})))
         return cache[names]
     return lookup
 
@@ -65,8 +71,8 @@ def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def _item_key(item: Obj, keys: tuple[str, ...]) -> str:
-    return "k:" + _compact({k: item[k] for k in keys if k in item})
+def _item_key(item: Obj, keys: tuple[str, ...], defaults: tuple[tuple[str, Any], ...] = ()) -> str:
+    return "k:" + _compact({**dict(defaults), **{k: item[k] for k in keys if k in item}})
 
 
 def flatten(obj: Obj, lists: ListTypes) -> dict[Path, Any]:
@@ -90,10 +96,10 @@ def _walk(value: Any, path: Path, names: tuple[str, ...], lists: ListTypes, out:
             _walk(child, (*path, f"f:{key}"), (*names, key), lists, out)
         return
     if isinstance(value, list) and value:
-        kind, keys = lists(names)
+        kind, keys, defaults = lists(names)
         if kind == "map" and all(isinstance(item, dict) for item in value):
             for item in value:
-                ident = _item_key(item, keys)
+                ident = _item_key(item, keys, defaults)
                 out[(*path, ident)] = ITEM
                 for key, child in item.items():
                     _walk(child, (*path, ident, f"f:{key}"), (*names, "[]", key), lists, out)
@@ -259,12 +265,12 @@ def merge(current: Any, applied: Any, names: tuple[str, ...], lists: ListTypes) 
                 out[key] = merge(current.get(key), value, (*names, key), lists)
         return out
     if isinstance(applied, list) and isinstance(current, list):
-        kind, keys = lists(names)
+        kind, keys, defaults = lists(names)
         if kind == "map":
             out_list = list(current)
-            index = {_item_key(item, keys): i for i, item in enumerate(out_list) if isinstance(item, dict)}
+            index = {_item_key(item, keys, defaults): i for i, item in enumerate(out_list) if isinstance(item, dict)}
             for item in applied:
-                at = index.get(_item_key(item, keys)) if isinstance(item, dict) else None
+                at = index.get(_item_key(item, keys, defaults)) if isinstance(item, dict) else None
                 if at is None:
                     out_list.append(copy.deepcopy(item))
                 else:
@@ -276,8 +282,8 @@ def merge(current: Any, applied: Any, names: tuple[str, ...], lists: ListTypes) 
 
 
 def remove_paths(obj: Obj, paths: set[Path]) -> None:
-    """Remove fields, set values and list items; maps they leave empty go too."""
-    for path in sorted(paths, key=len, reverse=True):
+    """Remove fields, set values and list items; maps and lists they leave empty go too."""
+    for path in sorted(paths, key=len):  # a list item before its fields: its key fields find it
         trail: list[tuple[Any, Any]] = []
         node: Any = obj
         for element in path:
@@ -289,7 +295,7 @@ def remove_paths(obj: Obj, paths: set[Path]) -> None:
         else:
             parent, key = trail.pop()
             del parent[key]
-            while trail and trail[-1][0] is not obj and parent == {}:  # parent emptied by the removal
+            while trail and trail[-1][0] is not obj and parent in ({}, []):  # parent emptied by the removal
                 parent, key = trail.pop()
                 del parent[key]
 

@@ -127,7 +127,7 @@ def patch_media(content_type: str, strategic: bool) -> str:
     media = content_type.split(";")[0].strip().lower()
     accepted = (JSON_PATCH, MERGE_PATCH, *((STRATEGIC_PATCH,) if strategic else ()), APPLY_PATCH)
     if media not in accepted:
-        raise unsupported_media(media, accepted)
+        raise unsupported_media(accepted)
     return media
 
 

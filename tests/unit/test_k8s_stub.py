@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ if str(REPO) not in sys.path:  # for lab.k8s_stub, whatever directory pytest was
 
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import K8sAuth, api_client  # noqa: E402
 from lab.k8s_stub import FakeApiServer  # noqa: E402
+from lab.k8s_stub.testing import kubectl as run_kubectl  # noqa: E402
+from lab.k8s_stub.testing import request  # noqa: E402
 
 LAB = REPO / "lab/k8s_stub/fixtures/lab"
 MERGE = "application/merge-patch+json"
@@ -51,7 +52,7 @@ def names(items: list[Any]) -> list[str]:
 
 
 def kubectl(kubeconfig: pathlib.Path, *args: str) -> str:
-    return subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, check=True).stdout
+    return run_kubectl(kubeconfig, *args).stdout
 
 
 # --- reads and shapes ------------------------------------------------------------------------
@@ -227,6 +228,87 @@ def test_events_create_and_list(core):
     with pytest.raises(client.ApiException) as err:  # an event must live in its object's namespace
         core.create_namespaced_event("team-a", {**event, "metadata": {"name": "echo.2"}})
     assert err.value.status == 422
+
+
+def test_endpointslice_generation_follows_content_not_metadata(discovery):
+    before = discovery.read_namespaced_endpoint_slice("echo-8kq2w", "default")
+    assert before.metadata.generation == 1
+    labelled = discovery.patch_namespaced_endpoint_slice("echo-8kq2w", "default", {"metadata": {"labels": {"x": "y"}}})
+    assert labelled.metadata.generation == 1
+    moved = discovery.patch_namespaced_endpoint_slice("echo-8kq2w", "default", {"ports": [{"name": "http", "port": 8081}]},
+                                                      _content_type=MERGE)
+    assert moved.metadata.generation == 2 and moved.ports[0].port == 8081
+
+
+def test_names_are_validated_like_the_api(core):
+    with pytest.raises(client.ApiException) as err:
+        core.create_namespaced_service("default", {"metadata": {"name": "Web_1"}, "spec": {"ports": [{"port": 80}]}})
+    cause = json.loads(err.value.body)["details"]["causes"][0]
+    assert err.value.status == 422 and cause["field"] == "metadata.name" and "DNS-1035 label" in cause["message"]
+
+
+def test_a_service_with_a_finalizer_stays_and_keeps_its_node_port(core):
+    body = {"metadata": {"name": "held", "finalizers": ["portico.io/vip"]}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}}
+    port = core.create_namespaced_service("team-b", body).spec.ports[0].node_port
+    marked = core.delete_namespaced_service("held", "team-b")
+    assert marked.metadata.deletion_timestamp and marked.metadata.deletion_grace_period_seconds == 0
+    assert core.read_namespaced_service("held", "team-b").metadata.finalizers == ["portico.io/vip"]
+    clash = {"metadata": {"name": "clash"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": port}]}}
+    with pytest.raises(client.ApiException) as err:
+        core.create_namespaced_service("team-b", clash)
+    assert err.value.status == 422 and "provided port is already allocated" in err.value.body
+    core.patch_namespaced_service("held", "team-b", {"metadata": {"finalizers": None}}, _content_type=MERGE)
+    with pytest.raises(client.ApiException) as err:
+        core.read_namespaced_service("held", "team-b")
+    assert err.value.status == 404
+    assert core.create_namespaced_service("team-b", clash).spec.ports[0].node_port == port  # released with the Service
+
+
+def test_a_terminating_namespace_waits_for_its_objects(server, core):
+    core.create_namespaced_service("team-b", {"metadata": {"name": "held", "finalizers": ["portico.io/vip"]},
+                                              "spec": {"ports": [{"port": 80}]}})
+    core.create_namespaced_service("team-b", {"metadata": {"name": "free"}, "spec": {"ports": [{"port": 80}]}})
+    core.delete_namespace("team-b")
+    terminating = core.read_namespace("team-b")
+    assert terminating.status.phase == "Terminating" and terminating.metadata.deletion_timestamp
+    assert names(core.list_namespaced_service("team-b").items) == ["team-b/held"]
+    with pytest.raises(client.ApiException) as err:
+        core.create_namespaced_service("team-b", {"metadata": {"name": "late"}, "spec": {"ports": [{"port": 80}]}})
+    assert err.value.status == 403 and "because it is being terminated" in err.value.body
+    core.patch_namespaced_service("held", "team-b", {"metadata": {"finalizers": []}}, _content_type=MERGE)
+    assert server.get("Namespace", None, "team-b") is None
+
+
+def test_paged_lists_are_consistent_and_expire_with_the_history(tmp_path):
+    with FakeApiServer(fixtures=LAB, history=20) as small:
+        core = client.CoreV1Api(api_client(K8sAuth(kubeconfig=str(small.write_kubeconfig(tmp_path / "kc")))))
+        for index in range(6):
+            core.create_namespaced_service("team-b", {"metadata": {"name": f"s{index}"}, "spec": {"ports": [{"port": 80}]}})
+        first = core.list_namespaced_service("team-b", limit=4)
+        assert names(first.items) == [f"team-b/s{i}" for i in range(4)] and first.metadata.remaining_item_count == 2
+        core.delete_namespaced_service("s5", "team-b")
+        core.create_namespaced_service("team-b", {"metadata": {"name": "s4a"}, "spec": {"ports": [{"port": 80}]}})
+        rest = core.list_namespaced_service("team-b", limit=4, _continue=first.metadata._continue)
+        assert names(rest.items) == ["team-b/s4", "team-b/s5"] and rest.metadata._continue is None
+        assert rest.metadata.resource_version == first.metadata.resource_version
+        for index in range(25):  # past the history of 20 events
+            core.patch_namespaced_service("s0", "team-b", {"metadata": {"labels": {"n": str(index)}}})
+        with pytest.raises(client.ApiException) as err:
+            core.list_namespaced_service("team-b", limit=4, _continue=first.metadata._continue)
+        assert err.value.status == 410 and json.loads(err.value.body)["reason"] == "Expired"
+
+
+def test_unknown_metadata_fields_are_dropped_with_a_warning(server):
+    reply = request(f"{server.url}/api/v1/namespaces/default/services", "POST",
+                    {"metadata": {"name": "odd", "labelz": {"a": "b"}}, "spec": {"ports": [{"port": 80}]}})
+    assert reply.status == 201 and "labelz" not in reply.body["metadata"]
+    assert reply.warnings == ['299 - "unknown field \\"metadata.labelz\\""']
+
+
+def test_managed_fields_record_who_set_what(core):
+    core.patch_namespaced_service_status("echo", "default", VIP_STATUS, _content_type=MERGE, field_manager="portico")
+    managers = {(m.manager, m.operation, m.subresource) for m in core.read_namespaced_service("echo", "default").metadata.managed_fields}
+    assert ("portico", "Update", "status") in managers
 
 
 # --- watch -----------------------------------------------------------------------------------

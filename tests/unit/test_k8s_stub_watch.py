@@ -60,3 +60,28 @@ def test_an_open_watch_of_a_quiet_resource_outlives_the_history_of_others(small)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in found] == [("MODIFIED", "node1")]
     # A watch that starts from that old version is still gone, as on the real API.
     assert raw_watch(core, resource_version=start, timeout_seconds=1)[0]["object"]["code"] == 410
+
+
+def test_deletion_with_a_finalizer_is_a_modification_then_a_deletion(small):
+    _api, core = small
+    core.create_namespaced_service("team-a", {"metadata": {"name": "held", "finalizers": ["portico.io/vip"]},
+                                              "spec": {"ports": [{"port": 80}]}})
+    start = core.list_namespaced_service("team-a").metadata.resource_version
+    core.delete_namespaced_service("held", "team-a")
+    core.patch_namespaced_service("held", "team-a", {"metadata": {"finalizers": None}},
+                                  _content_type="application/merge-patch+json")
+    response = core.list_namespaced_service("team-a", watch=True, resource_version=start, timeout_seconds=1, _preload_content=False)
+    events = [json.loads(line) for line in response.data.decode().splitlines() if line.strip()]
+    shape = [(e["type"], e["object"]["metadata"]["name"], bool(e["object"]["metadata"].get("deletionTimestamp"))) for e in events]
+    assert shape == [("MODIFIED", "held", True), ("DELETED", "held", True)]
+    assert int(events[1]["object"]["metadata"]["resourceVersion"]) > int(events[0]["object"]["metadata"]["resourceVersion"])
+
+
+def test_a_streaming_list_sends_the_objects_then_a_marked_bookmark(small):
+    _api, core = small
+    events = raw_watch(core, send_initial_events=True, allow_watch_bookmarks=True, resource_version_match="NotOlderThan",
+                       timeout_seconds=1)
+    assert [e["object"]["metadata"]["name"] for e in events if e["type"] == "ADDED"] == ["node1", "node2", "node3"]
+    marker = next(e for e in events if e["type"] == "BOOKMARK")
+    assert marker["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert events.index(marker) == 3
