@@ -258,7 +258,7 @@ class Api:
         if res.kind == "Service" and res.group == "":
             obj["status"] = {}  # the API resets a new Service's status
         elif crds.is_crd(res):
-            obj["status"] = {}
+            obj["status"] = {"acceptedNames": dict(crds.NO_NAMES)}  # the controllers fill it in
         elif res.custom is not None and res.status_enabled(version):
             obj.pop("status", None)  # create cannot set the status of a resource with a status subresource
 

@@ -20,6 +20,7 @@ from .tables import json_path
 
 Obj = dict[str, Any]
 CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
+NO_NAMES = {"plural": "", "kind": ""}  # acceptedNames before any are accepted (required fields, served empty)
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 KIND = re.compile(r"[A-Za-z][A-Za-z0-9]*")
@@ -68,7 +69,10 @@ def default_crd(crd: Obj) -> None:
         names.setdefault("singular", names["kind"].lower())
         names.setdefault("listKind", f"{names['kind']}List")
     spec.setdefault("conversion", {"strategy": "None"})
-    crd.setdefault("status", {})
+    status = crd.setdefault("status", {})
+    storage = [v["name"] for v in spec.get("versions") or [] if isinstance(v, dict) and v.get("storage") and v.get("name")]
+    if storage and "storedVersions" not in status:
+        status["storedVersions"] = storage[:1]
 
 
 def validate_crd(crd: Obj, old: Obj | None) -> list[FieldError]:
@@ -196,7 +200,7 @@ def accepted_status(crd: Obj, taken: dict[str, str], now: str) -> Obj:
     accepted = {k: names[k] for k in ("plural", "singular", "shortNames", "kind", "listKind", "categories") if names.get(k)}
     storage = next(v["name"] for v in spec["versions"] if v.get("storage"))
     stored = list(status.get("storedVersions") or [])
-    return {**status, "conditions": conditions, "acceptedNames": accepted if not clash else status.get("acceptedNames", {}),
+    return {**status, "conditions": conditions, "acceptedNames": accepted if not clash else status.get("acceptedNames") or dict(NO_NAMES),
             "storedVersions": stored if storage in stored else [*stored, storage]}
 
 

@@ -446,3 +446,21 @@ def test_dry_run_and_generate_name(server, custom):
     body["metadata"] = {"generateName": "w-"}
     named = create(custom, body)["metadata"]["name"]
     assert named.startswith("w-") and len(named) == 7 and server.get("Widget", "default", named)
+
+
+def test_a_crd_whose_names_are_taken_is_not_served(server, ext):
+    definition = yaml.safe_load(WIDGETS_CRD.read_text())
+    definition["metadata"]["name"] = "gizmos.example.com"
+    definition["spec"]["names"] = {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo", "shortNames": ["wd"]}
+    ext.create_custom_resource_definition(definition)
+    conditions = {c.type: (c.status, c.reason) for c in ext.read_custom_resource_definition("gizmos.example.com").status.conditions}
+    assert conditions == {"NamesAccepted": ("False", "AlreadyInUse"), "Established": ("False", "NotAccepted")}
+    assert request(f"{server.url}/apis/example.com/v1/namespaces/default/gizmos").status == 404
+
+
+def test_delete_preconditions(server, custom):
+    uid = create(custom, widget())["metadata"]["uid"]
+    url = f"{server.url}/apis/example.com/v1/namespaces/default/widgets/w1"
+    stale = request(url, "DELETE", {"preconditions": {"uid": "0000"}})
+    assert stale.status == 409 and stale.body["message"].startswith("Precondition failed: UID in precondition: 0000")
+    assert request(url, "DELETE", {"preconditions": {"uid": uid}}).body["status"] == "Success"

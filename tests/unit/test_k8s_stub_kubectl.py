@@ -34,14 +34,10 @@ spec:
 
 
 @pytest.fixture
-def server() -> Iterator[FakeApiServer]:
+def kubeconfig(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
+    """A kubeconfig for a stand-in of the lab's cluster; only kubectl talks to it."""
     with FakeApiServer(fixtures=LAB) as api:
-        yield api
-
-
-@pytest.fixture
-def kubeconfig(server: FakeApiServer, tmp_path: pathlib.Path) -> pathlib.Path:
-    return server.write_kubeconfig(tmp_path / "kubeconfig")
+        yield api.write_kubeconfig(tmp_path / "kubeconfig")
 
 
 @pytest.fixture
