@@ -28,7 +28,7 @@ import pathlib
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 Obj = dict[str, Any]
@@ -43,7 +43,7 @@ NODE_PORT_RANGE = "20000-60000"
 POOLS: dict[str, Obj] = {"bench": {"addresses": ["198.18.128.0/17"]}}
 _NODE_NET = ipaddress.IPv4Network("198.18.0.0/17")
 _CLUSTER_IP_NET = ipaddress.IPv4Network("10.96.0.0/12")
-_EPOCH = datetime(2025, 1, 6, 8, 0, 0, tzinfo=timezone.utc)
+_EPOCH = datetime(2025, 1, 6, 8, 0, 0, tzinfo=UTC)
 _UID_NAMESPACE = uuid.UUID("6f1d7a52-4a55-4b0e-9a4e-2f3c5e1d0b00")
 
 
