@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Portico lab wrapper: lab.sh {image|up|down|status|k8s-start|k8s-stop} [ansible-playbook args...]
+# Portico lab wrapper: lab.sh {image|up|scenario NAME|down|status|k8s-start|k8s-stop} [ansible-playbook args...]
 #   image   build the Debian 12 lab image (cached by the build script's hash)
 #   up      image + networks + containers + routes + lab services (idempotent),
 #           and the Kubernetes API stand-in on 127.0.0.1:${PORTICO_LAB_K8S_PORT:-6443}
+#   scenario NAME
+#           the lab as molecule scenario NAME (default, ha, bgp) tests it: `up` in the scenario's
+#           HA mode with new gateway containers; client, router and nodes carry over, and the
+#           stand-in starts again from its fixtures
 #   down    remove lab containers and networks (the image stays as cache), stop the stand-in
 #   status  show lab containers, networks and image
 # Environment: ANSIBLE_PLAYBOOK (default: <repo>/.venv/bin/ansible-playbook if
@@ -97,11 +101,26 @@ k8s_start() {
   exit 1
 }
 
+# HA mode and gateways of each molecule scenario (molecule/NAME, inventories/lab*).
+scenario_args() {
+  case "$1" in
+    default) scenario=(-e portico_lab_ha_mode=single -e '{"portico_lab_gateway_names": ["gw1"]}') ;;
+    ha) scenario=(-e portico_lab_ha_mode=vrrp -e '{"portico_lab_gateway_names": ["gw1", "gw2"]}') ;;
+    bgp) scenario=(-e portico_lab_ha_mode=bgp -e '{"portico_lab_gateway_names": ["gw1", "gw2"]}') ;;
+    *) echo "lab.sh: unknown scenario '$1' (default, ha, bgp)" >&2; exit 2 ;;
+  esac
+}
+
 cmd="${1:-}"
 [[ $# -gt 0 ]] && shift
 case "${cmd}" in
   image) preflight && bash "${here}/build-image.sh" ;;
   up) preflight && playbook up.yml "$@" && k8s_start ;;  # up.yml runs build-image.sh itself
+  scenario)
+    scenario_args "${1:-}"
+    shift
+    preflight && playbook up.yml "${scenario[@]}" -e portico_lab_fresh_gateways=true "$@" && k8s_start
+    ;;
   down) k8s_stop; playbook down.yml "$@" ;;
   k8s-start) k8s_start ;;
   k8s-stop) k8s_stop ;;
@@ -112,7 +131,7 @@ case "${cmd}" in
     podman images localhost/portico-debian12
     ;;
   *)
-    echo "usage: $0 {image|up|down|status|k8s-start|k8s-stop} [ansible-playbook args...]" >&2
+    echo "usage: $0 {image|up|scenario NAME|down|status|k8s-start|k8s-stop} [ansible-playbook args...]" >&2
     exit 2
     ;;
 esac

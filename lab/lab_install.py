@@ -3,10 +3,12 @@
 up.yml runs this with `podman exec -i <container> python3 -c <this file>` and
 the job as JSON on stdin:
     {"files": [{"path": "/usr/local/bin/x", "mode": "0755", "content": "..."}],
-     "units": {"x.service": ["/usr/local/bin/x", "/etc/systemd/system/x.service"]}}
+     "units": {"x.service": ["/usr/local/bin/x", "/etc/systemd/system/x.service"]},
+     "stopped_units": ["y.service"]}
 Files are rewritten only when their content or mode differs; each unit is
-enabled and started, and restarted when one of its files changed. Prints
-{"changed": [...]} for Ansible's changed_when.
+enabled and started, and restarted when one of its files changed; each stopped
+unit (one an earlier lab mode started, e.g. BIRD on the router) is stopped and
+disabled. Prints {"changed": [...]} for Ansible's changed_when.
 
 One podman exec per container instead of one Ansible task per file and unit
 through the podman connection (several podman calls each): `up` on a running
@@ -67,6 +69,17 @@ def converge_unit(unit: str, files_changed: bool) -> list[str]:
     return changes
 
 
+def stop_unit(unit: str) -> list[str]:
+    changes = []
+    if systemctl("is-active", "--quiet", unit).returncode == 0:
+        must("stop", unit)
+        changes.append(f"stopped {unit}")
+    if systemctl("is-enabled", "--quiet", unit).returncode == 0:
+        must("disable", "--quiet", unit)
+        changes.append(f"disabled {unit}")
+    return changes
+
+
 def main() -> int:
     job: dict[str, Any] = json.load(sys.stdin)
     written = {f["path"] for f in job["files"] if write_if_changed(f["path"], f["content"], int(f["mode"], 8))}
@@ -75,6 +88,8 @@ def main() -> int:
         must("daemon-reload")
     for unit, paths in job["units"].items():
         changes += converge_unit(unit, bool(written.intersection(paths)))
+    for unit in job.get("stopped_units", []):
+        changes += stop_unit(unit)
     print(json.dumps({"changed": changes}))
     return 0
 
