@@ -7,8 +7,15 @@ export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 export PYTHONPATH := $(CURDIR)/collections
 COLLECTION := collections/ansible_collections/portico/gateway
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
+# Python outside the collection (the collection has ansible-test sanity); settings in ruff.toml.
+RUFF_PATHS := bin/portico-watch roles/healthcheck/files/portico-healthd bench lab tests molecule/*/tests
+# What `make test` runs, in order; .ci/stages prints each stage's time at the end. Stages joined
+# by "+" run at the same time: they time nothing, and the image build (debootstrap, on a new
+# machine) mostly waits for the network. The lab goes down before the benchmarks, which measure CPU.
+TEST_STAGES := unit+lint+sanity+lab-image integration molecule-default molecule-ha molecule-bgp lab-down bench-quick
 
-.PHONY: deps lab lab-up lab-converge lab-demo lab-down test unit integration lint sanity molecule molecule-default molecule-ha molecule-bgp bench bench-quick clean
+.PHONY: deps lab lab-up lab-converge lab-demo lab-down lab-image test unit integration lint sanity \
+	molecule molecule-default molecule-ha molecule-bgp bench bench-quick clean
 
 deps:
 	@bash .ci/install-deps
@@ -28,37 +35,40 @@ lab-demo:
 lab-down:
 	bash lab/lab.sh down
 
+lab-image:
+	bash lab/lab.sh image
+
 ## The whole test suite (what CI runs).
-test: deps unit integration lint molecule bench-quick
+test: deps
+	@python3 .ci/stages $(TEST_STAGES)
 
 unit:
 	$(PYTEST) -q tests/unit
 
+# Integration tests run on every core (pytest-xdist, one file per worker), except the ones that
+# time the health checker and the lab probe: those run afterwards, alone.
+TIMED_INTEGRATION := $(wildcard $(addprefix tests/integration/,test_healthd.py test_health_probes.py \
+	test_probe_scheduler.py test_lab_probe.py))
 integration:
-	$(PYTEST) -q tests/integration
+	$(PYTEST) -q -n auto --dist loadfile $(addprefix --ignore=,$(TIMED_INTEGRATION)) tests/integration
+	$(PYTEST) -q $(TIMED_INTEGRATION)
 
+# ansible-lint -q: the violations and the exit status, without its summary and notices.
 lint:
-	ansible-lint --profile production playbooks roles lab molecule
-	$(MAKE) sanity
+	ruff check $(RUFF_PATHS)
+	ansible-lint -q --profile production playbooks roles lab molecule
 
 sanity:
 	cd $(COLLECTION) && ansible-test sanity --python 3.11 --color no
 
-## All scenarios: single gateway + Kubernetes (default), VRRP pair (ha), BGP/BFD/ECMP behind BIRD
-## with the rollout post-checks (bgp). They share the lab containers, so they run one after another.
-molecule:
-	molecule test -s default
-	molecule test -s ha
-	molecule test -s bgp
+## The scenarios share the lab: each brings it to its own topology with new gateways (lab.sh
+## scenario), then converges, checks idempotence and verifies with real traffic.
+##   default: single gateway + Kubernetes; ha: VRRP pair; bgp: BGP/BFD/ECMP behind BIRD, rollout.
+molecule: molecule-default molecule-ha molecule-bgp
 
-molecule-default:
-	molecule test -s default
-
-molecule-ha:
-	molecule test -s ha
-
-molecule-bgp:
-	molecule test -s bgp
+molecule-default molecule-ha molecule-bgp: molecule-%:
+	bash lab/lab.sh scenario $*
+	molecule test -s $*
 
 bench:
 	bash bench/run
