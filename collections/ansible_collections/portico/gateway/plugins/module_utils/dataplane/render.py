@@ -37,6 +37,9 @@ from ansible_collections.portico.gateway.plugins.module_utils.dataplane.maglev i
 from ansible_collections.portico.gateway.plugins.module_utils.dataplane.options import RenderOptions
 
 _FAMILY = {4: ("ip", "ipv4_addr", "icmp"), 6: ("ip6", "ipv6_addr", "ipv6-icmp")}
+# nft refuses a longer comment, and with it the whole table: a Service in a 63-character namespace
+# with a 63-character name has a longer LB name. The chain's own name identifies the LB anyway.
+NFT_COMMENT_MAX = 128
 # A backend as the slot maps hold it: (address, port).
 Endpoint = Tuple[str, int]
 
@@ -161,7 +164,8 @@ def _service_chain(service: ServicePort, options: RenderOptions) -> str:
     family = _FAMILY[service.lb.family][0]
     backends = service.serving()
     lines = [f"\tchain {service.chain} {{"]
-    lines.append(f'\t\tcomment "{service.lb.name} {service.port.protocol}/{service.port.port}"')
+    listener = f" {service.port.protocol}/{service.port.port}"
+    lines.append(f'\t\tcomment "{service.lb.name[:NFT_COMMENT_MAX - len(listener)]}{listener}"')
     if options.snats(service.lb):
         lines.append(f"\t\tmeta mark set meta mark | 0x{options.snat_mark:08x}")
     if not service.balanced():
