@@ -94,8 +94,13 @@ def text(problems: list[dict[str, str]]) -> list[str]:
     return render(from_data(problems))
 
 
+def document(value: Any) -> dict[str, Any]:
+    """portico_k8s_services: one JSON document (a string, marked untrusted as a whole)."""
+    return json.loads(plain(value))
+
+
 def services_of(listing: dict[str, Any], host: str = "gw1") -> list[dict[str, Any]]:
-    return plain(listing["_meta"]["hostvars"][host]["portico_k8s_services"])
+    return document(listing["_meta"]["hostvars"][host]["portico_k8s_services"])["services"]
 
 
 def keys(services: list[dict[str, Any]]) -> list[str]:
@@ -112,12 +117,15 @@ def test_lab_services_become_entries_on_the_gateways(inventory: Inventory):
     services = services_of(listing)
     assert keys(services) == LAB_SERVICES
     by_key = {f"{s['namespace']}/{s['name']}": s for s in services}
-    local = by_key["default/echo-local"]["loadbalancers"][0]
-    assert local["health_check"] == {"type": "http", "port": 32000, "path": "/healthz"}
+    local = by_key["default/echo-local"]["loadbalancers"]
+    assert local[0]["health_check"] == {"type": "http", "port": 32000, "path": "/healthz"}
     dual = by_key["default/echo-dual"]
     assert dual["ip_families"] == [4, 6] and [lb["name"] for lb in dual["loadbalancers"]] == [
         "lab/default/echo-dual", "lab/default/echo-dual/ipv6"]
-    assert all(not s["problems"] and s["uid"] and s["resource_version"] for s in services)
+    assert all(not s["problems"] and s["uid"] and s["resource_version"] and s["creation_timestamp"] for s in services)
+    # Every nodeport LB of the cluster refers to one backend set: the Ready nodes.
+    sets = document(listing["_meta"]["hostvars"]["gw1"]["portico_k8s_services"])["backend_sets"]
+    assert {lb["backends"]["set"] for lb in by_key["default/echo"]["loadbalancers"] + local} <= set(sets)
     nodes = plain(listing["_meta"]["hostvars"]["gw1"]["portico_k8s_nodes"])
     assert [n["name"] for n in nodes] == ["node1", "node2", "node3"]
 
@@ -125,12 +133,13 @@ def test_lab_services_become_entries_on_the_gateways(inventory: Inventory):
 def test_annotation_values_stay_data(inventory: Inventory, apiserver: FakeApiServer):
     apiserver.apply(lb_service("template", annotations={"portico.io/sharing-key": TEMPLATE}))
     listing = inventory.list()
-    raw = next(s for s in listing["_meta"]["hostvars"]["gw1"]["portico_k8s_services"]
-               if plain(s["name"]) == "template")
-    assert raw["sharing_key"] == {"__ansible_unsafe": TEMPLATE}  # verbatim, and marked untrusted
+    published = listing["_meta"]["hostvars"]["gw1"]["portico_k8s_services"]
+    assert set(published) == {"__ansible_unsafe"}  # the whole document is marked untrusted
+    raw = next(s for s in services_of(listing) if s["name"] == "template")
+    assert raw["sharing_key"] == TEMPLATE  # verbatim
     # A play reading the variable sees the text, never the lookup's output.
     proc = inventory.run("ansible", "gateways", "-m", "ansible.builtin.debug", "-a",
-                         "msg={{ portico_k8s_services | selectattr('name', 'equalto', 'template') "
+                         "msg={{ (portico_k8s_services | from_json).services | selectattr('name', 'equalto', 'template') "
                          "| map(attribute='sharing_key') | first }}", env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert TEMPLATE in proc.stdout and "uid=" not in proc.stdout
@@ -147,7 +156,7 @@ def test_changes_in_the_cluster_show_on_the_next_run(inventory: Inventory, apise
     assert by_key["default/sig"]["problems"] == [
         {"subject": "lab/default/sig", "field": "spec.ports[0].protocol", "message": "SCTP is not supported (supported: TCP, UDP)"}]
     assert text(by_key["default/typo"]["problems"]) == [
-        "lab/default/typo: metadata.annotations[portico.io/pol]: unknown annotation (did you mean 'portico.io/pool'?)"]
+        "lab/default/typo: metadata.annotations['portico.io/pol']: unknown annotation (did you mean 'portico.io/pool'?)"]
     assert all(not by_key[k]["problems"] for k in LAB_SERVICES)
 
 
@@ -181,15 +190,16 @@ def test_gateway_group_is_created_empty_when_missing(inventory: Inventory):
     listing = inventory.list("--export", config=inventory.config(gateway_group="portico_edge"))
     assert all_hosts(listing) == {"gw1"}
     assert "hosts" not in listing["portico_edge"]
-    assert keys(plain(listing["portico_edge"]["vars"]["portico_k8s_services"])) == LAB_SERVICES
+    assert keys(document(listing["portico_edge"]["vars"]["portico_k8s_services"])["services"]) == LAB_SERVICES
     assert "portico_k8s_services" not in listing["_meta"]["hostvars"]["gw1"]
 
 
 def test_constructed_features_apply_to_gateway_hosts(inventory: Inventory):
     config = inventory.config(
-        compose={"portico_k8s_service_count": "portico_k8s_services | length"},
-        groups={"serving_k8s": "portico_k8s_services | length > 0"},
-        keyed_groups=[{"key": "portico_k8s_services | map(attribute='cluster') | unique | list", "prefix": "cluster"}],
+        compose={"portico_k8s_service_count": "(portico_k8s_services | from_json).services | length"},
+        groups={"serving_k8s": "(portico_k8s_services | from_json).services | length > 0"},
+        keyed_groups=[{"key": "(portico_k8s_services | from_json).services | map(attribute='cluster') | unique | list",
+                       "prefix": "cluster"}],
     )
     listing = inventory.list(config=config)
     assert all_hosts(listing) == {"gw1"}

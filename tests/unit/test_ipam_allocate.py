@@ -140,22 +140,22 @@ def test_requested_ip_taken_fails_only_that_service():
     result = {a.key: a for a in allocate(services, POOLS)}
     assert result["lab/team-a/x"].ips == [] and result["lab/team-a/x"].loadbalancers == []
     assert render(result["lab/team-a/x"].problems) == [
-        "lab/team-a/x: metadata.annotations[portico.io/loadBalancerIPs]: 198.51.100.99 is taken by lab/default/echo "
+        "lab/team-a/x: metadata.annotations['portico.io/loadBalancerIPs']: 198.51.100.99 is taken by lab/default/echo "
         "(no common sharing key)"]
     assert result["lab/default/echo"].ips == ["198.51.100.99"] and result["lab/default/other"].ips
 
 
 def test_problem_names_the_annotation_the_request_came_from():
     entry = svc("x", requested=["192.0.2.1"])
-    entry["requested_ips_field"] = "metadata.annotations[metallb.universe.tf/loadBalancerIPs]"
+    entry["requested_ips_field"] = "metadata.annotations['metallb.universe.tf/loadBalancerIPs']"
     (result,) = allocate([entry], POOLS)
-    assert render(result.problems) == ["lab/default/x: metadata.annotations[metallb.universe.tf/loadBalancerIPs]: "
+    assert render(result.problems) == ["lab/default/x: metadata.annotations['metallb.universe.tf/loadBalancerIPs']: "
                                "192.0.2.1 is not in any pool (public, team-a)"]
 
 
 def test_requested_ip_outside_the_namespace_pools():
     (result,) = allocate([svc("x", "team-b", requested=["203.0.113.20"])], POOLS)
-    assert render(result.problems) == ["lab/team-b/x: metadata.annotations[portico.io/loadBalancerIPs]: "
+    assert render(result.problems) == ["lab/team-b/x: metadata.annotations['portico.io/loadBalancerIPs']: "
                                "203.0.113.20 is in pool 'team-a', which namespace 'team-b' may not use"]
 
 
@@ -189,11 +189,11 @@ def test_existing_holders_win_over_new_services_when_the_pool_is_full():
 
 def test_unknown_pool_and_pool_without_the_family():
     entry = svc("x", pool="nope")
-    entry["pool_field"] = "metadata.annotations[metallb.universe.tf/address-pool]"
+    entry["pool_field"] = "metadata.annotations['metallb.universe.tf/address-pool']"
     v4only = parse_pools({"v4": {"addresses": ["198.51.100.0/24"]}})
     unknown, nofamily = allocate([entry, svc("y", families=(4, 6), pool="v4")], v4only)
-    assert render(unknown.problems) == ["lab/default/x: metadata.annotations[metallb.universe.tf/address-pool]: unknown pool 'nope' (pools: v4)"]
-    assert render(nofamily.problems) == ["lab/default/y: metadata.annotations[portico.io/pool]: pool 'v4' has no IPv6 addresses"]
+    assert render(unknown.problems) == ["lab/default/x: metadata.annotations['metallb.universe.tf/address-pool']: unknown pool 'nope' (pools: v4)"]
+    assert render(nofamily.problems) == ["lab/default/y: metadata.annotations['portico.io/pool']: pool 'v4' has no IPv6 addresses"]
     assert nofamily.ips == []  # a dual-stack Service is served on both families or not at all
 
 
@@ -214,7 +214,7 @@ def test_static_lb_vips_are_never_handed_out():
     assert "is the vip of a static load balancer" in render(result["lab/default/a"].warnings)[0]
     assert result["lab/default/b"].problems and result["lab/default/c"].problems
     (req,) = allocate([svc("r", requested=["198.51.100.10"])], tiny, reserved=["198.51.100.10"])
-    assert render(req.problems) == ["lab/default/r: metadata.annotations[portico.io/loadBalancerIPs]: "
+    assert render(req.problems) == ["lab/default/r: metadata.annotations['portico.io/loadBalancerIPs']: "
                             "198.51.100.10 is the vip of a static load balancer"]
 
 
@@ -264,7 +264,7 @@ def test_same_key_overlapping_ports_do_not_share():
                                           svc("b", requested=["198.51.100.40"], key="web")], POOLS)}
     assert result["lab/default/a"].ips == ["198.51.100.40"]
     assert render(result["lab/default/b"].problems) == [
-        "lab/default/b: metadata.annotations[portico.io/loadBalancerIPs]: 198.51.100.40 is taken by lab/default/a "
+        "lab/default/b: metadata.annotations['portico.io/loadBalancerIPs']: 198.51.100.40 is taken by lab/default/a "
         "(sharing key matches but both use tcp/80)"]
     # Without a request, an overlapping partner simply gets its own address.
     auto = ips(allocate([svc("a", key="web"), svc("b", key="web")], POOLS))
@@ -294,7 +294,7 @@ def test_avoid_buggy_ips():
     got = sorted(ip for v in result.values() for ip in v)
     assert got == ["198.51.100.254", "198.51.101.1"]
     (req,) = allocate([svc("r", requested=["198.51.100.255"])], pools)
-    assert render(req.problems) == ["lab/default/r: metadata.annotations[portico.io/loadBalancerIPs]: "
+    assert render(req.problems) == ["lab/default/r: metadata.annotations['portico.io/loadBalancerIPs']: "
                             "198.51.100.255 is a .0/.255 address that pool 'edge' avoids (avoid_buggy_ips)"]
 
 

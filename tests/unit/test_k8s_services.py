@@ -12,6 +12,7 @@ import yaml
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import allocate, parse_pools
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import (
     TranslateOptions,
+    index_endpoint_slices,
     node_entries,
     node_targets,
     translate_cluster,
@@ -49,7 +50,9 @@ def text(problems: list[dict[str, str]]) -> list[str]:
 
 
 def translate_one(raw: dict[str, Any], options: TranslateOptions = OPTIONS) -> dict[str, Any]:
-    return translate_service(raw, [], node_targets(NODES), options)
+    """One Service with the fixture's EndpointSlices of the Service it was copied from."""
+    slices = index_endpoint_slices(SLICES).get((raw["metadata"]["namespace"], raw["metadata"]["name"]), [])
+    return translate_service(raw, slices, node_targets(NODES), options)
 
 
 ALL = entries()
@@ -164,7 +167,8 @@ def test_endpoints_null_means_no_backends_and_a_warning_not_a_problem():
     no_pods = ALL["default/no-pods"]
     assert no_pods["problems"] == []
     assert no_pods["loadbalancers"][0]["backends"] == []
-    assert text(no_pods["warnings"]) == ["lab/default/no-pods: backends: no ready backends"]
+    assert text(no_pods["warnings"]) == [
+        "lab/default/no-pods: no ready endpoints: the address is kept and refuses connections until a pod is ready"]
 
 
 def test_without_node_ports_direct_mode_is_used():
@@ -176,7 +180,7 @@ def test_without_node_ports_direct_mode_is_used():
 
 def test_nodeport_mode_without_node_ports_is_a_problem():
     problems = text(ALL["default/nodeport-forced"]["problems"])
-    assert "lab/default/nodeport-forced: metadata.annotations[portico.io/backend-mode]: nodeport needs node ports " \
+    assert "lab/default/nodeport-forced: metadata.annotations['portico.io/backend-mode']: nodeport needs node ports " \
            "but spec.allocateLoadBalancerNodePorts is false (use direct)" in problems
 
 
@@ -219,17 +223,17 @@ def test_bad_annotations_are_problems_naming_the_annotation():
     entry = ALL["default/bad-annotations"]
     assert entry["loadbalancers"] == []
     assert sorted(text(entry["problems"])) == sorted([
-        "lab/default/bad-annotations: metadata.annotations[portico.io/pol]: unknown annotation (did you mean 'portico.io/pool'?)",
-        "lab/default/bad-annotations: metadata.annotations[portico.io/loadBalancerIPs]: '198.51.100.300' is not an IP address",
-        "lab/default/bad-annotations: metadata.annotations[portico.io/backend-mode]: unknown value 'fast' (expected one of: nodeport, direct)",
-        "lab/default/bad-annotations: metadata.annotations[portico.io/health-check-rise]: expected an integer, got 'abc'",
-        "lab/default/bad-annotations: metadata.annotations[portico.io/preserve-source-ip]: expected \"true\" or \"false\", got 'maybe'",
+        "lab/default/bad-annotations: metadata.annotations['portico.io/pol']: unknown annotation (did you mean 'portico.io/pool'?)",
+        "lab/default/bad-annotations: metadata.annotations['portico.io/loadBalancerIPs']: '198.51.100.300' is not an IP address",
+        "lab/default/bad-annotations: metadata.annotations['portico.io/backend-mode']: unknown value 'fast' (expected one of: nodeport, direct)",
+        "lab/default/bad-annotations: metadata.annotations['portico.io/health-check-rise']: expected an integer, got 'abc'",
+        "lab/default/bad-annotations: metadata.annotations['portico.io/preserve-source-ip']: expected \"true\" or \"false\", got 'maybe'",
     ])
 
 
 def test_model_problems_name_the_annotation_that_caused_them():
     assert text(ALL["default/slow-check"]["problems"]) == [
-        "lab/default/slow-check: metadata.annotations[portico.io/health-check-timeout-ms]: 5000 ms is longer than interval_ms 200"]
+        "lab/default/slow-check: metadata.annotations['portico.io/health-check-timeout-ms']: 5000 ms is longer than interval_ms 200"]
 
 
 @pytest.mark.parametrize("name, change, expected", [
@@ -258,22 +262,22 @@ def test_other_annotations_are_not_ours_to_judge():
 def test_metallb_annotations():
     entry = ALL["team-a/metallb"]
     assert entry["requested_ips"] == ["198.51.100.40"]
-    assert entry["requested_ips_field"] == "metadata.annotations[metallb.universe.tf/loadBalancerIPs]"
-    assert entry["pool"] == "team-a" and entry["pool_field"] == "metadata.annotations[metallb.universe.tf/address-pool]"
+    assert entry["requested_ips_field"] == "metadata.annotations['metallb.universe.tf/loadBalancerIPs']"
+    assert entry["pool"] == "team-a" and entry["pool_field"] == "metadata.annotations['metallb.universe.tf/address-pool']"
     assert entry["sharing_key"] == "web"
 
 
 def test_cilium_annotations():
     entry = ALL["team-a/cilium"]
     assert entry["requested_ips"] == ["198.51.100.40"] and entry["sharing_key"] == "web"
-    assert entry["requested_ips_field"] == "metadata.annotations[lbipam.cilium.io/ips]"
+    assert entry["requested_ips_field"] == "metadata.annotations['lbipam.cilium.io/ips']"
 
 
 def test_kube_vip_annotation_dual_stack_wins_over_spec_load_balancer_ip():
     entry = ALL["team-b/kubevip"]
     assert entry["requested_ips"] == ["198.51.100.50", "2001:db8:100::50"]
     assert text(entry["warnings"]) == ["lab/team-b/kubevip: spec.loadBalancerIP: ignored: "
-                                 "metadata.annotations[kube-vip.io/loadbalancerIPs] takes precedence"]
+                                 "metadata.annotations['kube-vip.io/loadbalancerIPs'] takes precedence"]
 
 
 def test_spec_load_balancer_ip_mirroring_the_annotation_is_no_warning():
@@ -298,7 +302,7 @@ def test_portico_annotation_takes_precedence():
 def test_requested_ip_problems(value, message):
     raw = service("echo")
     raw["metadata"]["annotations"] = {"portico.io/loadBalancerIPs": value}
-    assert text(translate_one(raw)["problems"]) == [f"lab/default/echo: metadata.annotations[portico.io/loadBalancerIPs]: {message}"]
+    assert text(translate_one(raw)["problems"]) == [f"lab/default/echo: metadata.annotations['portico.io/loadBalancerIPs']: {message}"]
 
 
 def test_annotation_values_are_copied_verbatim():
@@ -346,18 +350,42 @@ def test_entries_allocate_and_pass_the_model():
     assert served == {k for k, e in ALL.items() if not e["problems"]}
 
 
-def test_service_without_ready_endpoints_is_not_served_unless_asked():
-    from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import TranslateOptions, translate_cluster
+IDLE_SERVICE = {
+    "metadata": {"name": "idle", "namespace": "default", "uid": "u1", "creationTimestamp": "2025-01-06T08:00:00Z"},
+    "spec": {"type": "LoadBalancer", "loadBalancerClass": "portico.io/gateway", "ipFamilies": ["IPv4"],
+             "ports": [{"protocol": "TCP", "port": 80, "targetPort": 8080, "nodePort": 30090}]},
+    "status": {"loadBalancer": {}},
+}
+# As the API returns a slice of a Deployment scaled to zero: endpoints null.
+IDLE_SLICE = {"metadata": {"name": "idle-x", "namespace": "default", "labels": {"kubernetes.io/service-name": "idle"}},
+              "addressType": "IPv4", "endpoints": None, "ports": [{"name": "", "port": 8080, "protocol": "TCP"}]}
+ONE_NODE = [{"metadata": {"name": "node1"}, "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.11"}],
+                                                      "conditions": [{"type": "Ready", "status": "True"}]}}]
 
-    service = {"metadata": {"name": "idle", "namespace": "default", "uid": "u1"},
-               "spec": {"type": "LoadBalancer", "loadBalancerClass": "portico.io/gateway", "ipFamilies": ["IPv4"],
-                        "ports": [{"protocol": "TCP", "port": 80, "targetPort": 8080, "nodePort": 30090}]}}
-    idle_slice = {"metadata": {"name": "idle-x", "namespace": "default", "labels": {"kubernetes.io/service-name": "idle"}},
-                  "addressType": "IPv4", "endpoints": None, "ports": [{"name": "", "port": 8080, "protocol": "TCP"}]}
-    nodes = [{"metadata": {"name": "node1"}, "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.11"}],
-                                                       "conditions": [{"type": "Ready", "status": "True"}]}}]
-    strict = translate_cluster([service], [idle_slice], nodes, TranslateOptions(cluster="lab", serve_without_endpoints=False))[0]
-    assert text(strict["problems"]) == ["lab/default/idle: endpoints: no ready endpoints: not served until a pod is ready"]
-    assert strict["loadbalancers"] == []
-    lenient = translate_cluster([service], [idle_slice], nodes, TranslateOptions(cluster="lab"))[0]
-    assert lenient["problems"] == [] and lenient["loadbalancers"]
+
+def test_service_without_ready_endpoints_is_served_without_backends():
+    """Scale to zero: the Service is served (it gets or keeps its address), its LB has no
+    backends, so the gateways refuse connections and announce nothing until a pod is ready."""
+    idle = translate_cluster([IDLE_SERVICE], [IDLE_SLICE], ONE_NODE, TranslateOptions(cluster="lab"))[0]
+    assert idle["problems"] == [] and idle["loadbalancers"][0]["backends"] == []
+    assert text(idle["warnings"]) == [
+        "lab/default/idle: no ready endpoints: the address is kept and refuses connections until a pod is ready"]
+    # serve_without_endpoints: nodeport mode sends to the nodes anyway (kube-proxy refuses there).
+    nodes = translate_cluster([IDLE_SERVICE], [IDLE_SLICE], ONE_NODE, TranslateOptions(cluster="lab", serve_without_endpoints=True))[0]
+    assert [b["address"] for b in nodes["loadbalancers"][0]["backends"]] == ["192.0.2.11"]
+
+
+def test_scaled_to_zero_service_keeps_its_address_and_gets_it_back():
+    pools = parse_pools({"public": {"addresses": ["198.51.100.0/24"]}})
+    ready_slice = {**IDLE_SLICE, "endpoints": [{"addresses": ["198.19.1.7"], "conditions": {"ready": True}}]}
+    running = translate_cluster([IDLE_SERVICE], [ready_slice], ONE_NODE, OPTIONS)
+    (first,) = allocate(running, pools)
+    written = copy.deepcopy(IDLE_SERVICE)
+    written["status"] = {"loadBalancer": {"ingress": [{"ip": first.ips[0], "ipMode": "VIP"}]}}
+    (idle,) = allocate(translate_cluster([written], [IDLE_SLICE], ONE_NODE, OPTIONS), pools)
+    assert idle.ips == first.ips and idle.loadbalancers[0]["backends"] == []
+    (back,) = allocate(translate_cluster([written], [ready_slice], ONE_NODE, OPTIONS), pools)
+    assert back.ips == first.ips and back.loadbalancers[0]["backends"]
+    # A new Service without endpoints gets its address at once, and the same one when pods come.
+    (new_idle,) = allocate(translate_cluster([IDLE_SERVICE], [IDLE_SLICE], ONE_NODE, OPTIONS), pools)
+    assert new_idle.ips == first.ips

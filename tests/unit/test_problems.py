@@ -23,7 +23,7 @@ def test_rendering_is_object_field_message_and_skips_what_is_empty():
 
 
 def test_problems_survive_plain_data():
-    problems = [Problem("lab/default/echo", "metadata.annotations[portico.io/pool]", "unknown pool 'x'"),
+    problems = [Problem("lab/default/echo", "metadata.annotations['portico.io/pool']", "unknown pool 'x'"),
                 Problem("lab/default/echo", "", "no ready endpoints")]
     assert from_data(json.loads(json.dumps(to_data(problems)))) == problems
     # Anything else becomes the message of a problem about the given object.

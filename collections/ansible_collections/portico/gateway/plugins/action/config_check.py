@@ -31,7 +31,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render i
 # The arguments of nft_loadbalancer that shape the script: the model and the render options
 # (the module's own spec; unset ones take its defaults).
 _NFT_SPEC: dict[str, dict[str, Any]] = dict(
-    loadbalancers=dict(type="list", elements="raw", required=True),
+    loadbalancers=dict(type="raw", required=True),  # a list, or the LB model document
     pools=dict(type="dict", required=True),
     **render_options_spec(),
 )

@@ -1,7 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: Portico developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Validate LB definitions on the controller, before any gateway is contacted."""
+"""Validate LB definitions on the controller, before any gateway is contacted.
+
+The model is the same for every gateway, so playbooks run this once per play (``run_once``:
+Ansible then sets the facts on every host of the play). Large data crosses Ansible as documents
+(``model.documents``): the Service entries come in as one, the model and the per-Service status
+go out as one each, so thousands of Services cost Ansible a few strings, not millions of nodes.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +16,28 @@ from typing import Any
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.portico.gateway.plugins.module_utils.model.documents import STATUS_FORMAT, DocumentError, encode
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import PoolError, parse_pools
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import encode_model
 from ansible_collections.portico.gateway.plugins.module_utils.model.problems import render
-from ansible_collections.portico.gateway.plugins.module_utils.model.sources import ServiceStatus, merge
+from ansible_collections.portico.gateway.plugins.module_utils.model.sources import MergedModel, ServiceStatus, merge
 
 
-def _status_fact(status: ServiceStatus) -> dict[str, Any]:
-    """What playbooks/k8s_status.yml writes back to one Service (problems as the text it shows)."""
+def status_item(status: ServiceStatus) -> dict[str, Any]:
+    """What the status write-back does for one Service (problems as the text it shows)."""
     return {
         "cluster": status.cluster, "namespace": status.namespace, "name": status.name, "uid": status.uid,
         "ips": status.ips, "problems": render(status.problems), "warnings": render(status.warnings),
-        "served": status.served,
+        "served": status.served, "release": status.release, "release_reason": status.release_reason,
+    }
+
+
+def counts(model: MergedModel) -> dict[str, int]:
+    return {
+        "loadbalancers": len(model.loadbalancers),
+        "services_served": sum(1 for s in model.services if s.served),
+        "services_not_served": sum(1 for s in model.services if not s.served and not s.release),
+        "services_releasing": sum(1 for s in model.services if s.release),
     }
 
 
@@ -34,7 +51,7 @@ class ActionModule(ActionBase):
         _spec, args = self.validate_argument_spec(
             argument_spec=dict(
                 loadbalancers=dict(type="list", elements="raw", default=[]),
-                k8s_services=dict(type="list", elements="dict", default=[]),
+                k8s_services=dict(type="raw", default=""),
                 pools=dict(type="dict", default={}),
                 strict=dict(type="bool", default=True),
             )
@@ -43,19 +60,21 @@ class ActionModule(ActionBase):
             pools = parse_pools(args["pools"])
         except PoolError as err:
             raise AnsibleActionFail(f"portico_pools: {err}") from None
-        model = merge(args["loadbalancers"], args["k8s_services"], pools)
-        valid = [lb.to_dict() for lb in model.loadbalancers]
-        services = [_status_fact(status) for status in model.services]
+        try:
+            model = merge(args["loadbalancers"], args["k8s_services"], pools)
+        except DocumentError as err:
+            raise AnsibleActionFail(str(err)) from None
+        statuses = [status_item(status) for status in model.services]
         static_problems = render(model.static_problems)
         result.update(
-            loadbalancers=valid,
             problems=static_problems,
-            services=services,
+            counts=counts(model),
             vips=sorted({lb.vip for lb in model.loadbalancers}),
-            ansible_facts={"portico_lb_model": valid, "portico_k8s_status": services},
+            ansible_facts={"portico_lb_model": encode_model(model.loadbalancers),
+                           "portico_k8s_status": encode(STATUS_FORMAT, statuses)},
         )
-        for service in services:
-            for problem in service["problems"]:
+        for status in statuses:
+            for problem in status["problems"]:
                 self._display.warning(f"not served: {problem}")
         for problem in static_problems:
             self._display.warning(problem)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
 
+from ansible_collections.portico.gateway.plugins.module_utils.model.documents import loadbalancer_items
 from ansible_collections.portico.gateway.plugins.plugin_utils.netaddr_filters import netaddr, needing_netaddr
 
 
-def vip_prefixes(loadbalancers: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Host prefixes (/32, /128) of the distinct VIPs of normalised LBs, sorted."""
-    vips = {netaddr.IPAddress(lb["vip"]) for lb in loadbalancers}
+def vip_prefixes(loadbalancers: Any) -> list[str]:
+    """Host prefixes (/32, /128) of the distinct VIPs of normalised LBs (a list, or the LB model
+    document ``portico_lb_model``), sorted."""
+    vips = {netaddr.IPAddress(lb["vip"]) for lb in loadbalancer_items(loadbalancers)}
     return [f"{vip}/{32 if vip.version == 4 else 128}" for vip in sorted(vips)]
 
 

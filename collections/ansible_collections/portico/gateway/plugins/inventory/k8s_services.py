@@ -13,9 +13,20 @@ description:
     the variable C(portico_k8s_services) of the gateway group (O(gateway_group)), the cluster
     Nodes as C(portico_k8s_nodes), and how to reach each cluster again (kubeconfig, context,
     host; never a token) as C(portico_k8s_clusters), for the status write-back.
+  - C(portico_k8s_services) is a JSON document, a string (C(portico_k8s_services | from_json)
+    shows it) with C(services), one entry per Service, and C(backend_sets), each distinct backend
+    list once (every nodeport LB of a cluster shares one). As a string it costs Ansible nothing
+    at thousands of Services; as a structured variable Ansible would copy and tag every node of it.
   - Each entry carries one LB model definition per IP family, without C(vip); addresses are
     allocated later from C(portico_pools) by the playbooks (C(portico.gateway) IPAM), because an
     inventory plugin cannot reliably see group variables.
+  - Services Portico must give up get an entry too (C(release), no LBs), for a Service it served that
+    is being deleted (C(deletionTimestamp), held by the C(service.kubernetes.io/load-balancer-cleanup)
+    finalizer), or that left its scope (type or class changed, namespace no longer selected) while
+    it still carries Portico's C(portico.io/served-by) annotation. Their addresses stay held until
+    the write-back released them, after a converge that reached every gateway.
+  - Prints one line per cluster with how many LoadBalancer Services were skipped and why (another
+    class, no class while O(serve_default_class) is false, namespace not selected, being deleted).
   - Adds no hosts. Gateways come from the static inventory; list this source after it. If the
     gateway group does not exist it is created empty.
   - A Service that cannot be served is kept with its C(problems) listed; it never breaks the
@@ -100,9 +111,12 @@ options:
       - name: PORTICO_K8S_SERVE_DEFAULT_CLASS
   serve_without_endpoints:
     description:
-      - Give an address to a Service that has no ready endpoint (a cloud load balancer does; the
-        address then answers nothing). When false, such a Service gets no address and an Event
-        saying why, and gets the same address back (stable hash-probe) once a pod is ready.
+      - A Service without a ready endpoint always keeps (or gets) its address, as cloud load
+        balancers and MetalLB do; its LB has no backends, so the gateways refuse connections to it
+        and announce nothing until a pod is ready, and it gets the same address back.
+      - When true, a nodeport-mode Service without a ready endpoint Portico can see is sent to the
+        nodes anyway, and their health checks and kube-proxy decide (for endpoints Portico cannot
+        list). Direct mode has nothing to send to either way.
     type: bool
     default: false
     env:
@@ -147,7 +161,7 @@ cache: true
 cache_plugin: ansible.builtin.jsonfile
 cache_connection: /var/cache/portico/inventory
 keyed_groups:
-  - key: portico_k8s_services | map(attribute='cluster') | unique
+  - key: (portico_k8s_services | from_json).services | map(attribute='cluster') | unique
     prefix: serves
 """
 
@@ -155,13 +169,13 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.vars import combine_vars
 
-from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import K8sConfigError, api_client
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import ApiError, K8sConfigError, api_client, list_items
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.sources import (
     SOURCE_OPTIONS,
     ClusterConfig,
@@ -170,21 +184,22 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.sources import
 )
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import (
     SERVICE_NAME_LABEL,
+    SKIP_REASONS,
     node_entries,
     translate_cluster,
 )
-
-try:
-    from kubernetes import client as k8s
-except ImportError:  # reported by k8s.client.api_client when a cluster is listed
-    k8s = None
+from ansible_collections.portico.gateway.plugins.module_utils.model.documents import (
+    SERVICES_FORMAT,
+    BackendSetPacker,
+    encode,
+)
 
 SERVICES_VAR = "portico_k8s_services"
 NODES_VAR = "portico_k8s_nodes"
 # How to reach each cluster again for the status write-back (never the bearer token).
 CLUSTERS_VAR = "portico_k8s_clusters"
-# Cached data of another format (entries with text problems) is fetched again.
-_CACHE_FORMAT = 2
+# Cached data of another format (entries as a list, not a document) is fetched again.
+_CACHE_FORMAT = 3
 
 
 @dataclass
@@ -192,23 +207,6 @@ class ClusterObjects:
     services: list[dict[str, Any]]
     endpoint_slices: list[dict[str, Any]]
     nodes: list[dict[str, Any]]
-
-
-def _list_all(call: Callable[..., Any], page_size: int, timeout: float, **kwargs: Any) -> list[dict[str, Any]]:
-    """Every item of a list call, following ``continue``; raw JSON (the API's own shape).
-
-    ``_preload_content=False`` skips the client's model classes: faster at thousands of
-    objects, and immune to their deserialisation quirks (``endpoints: null``).
-    """
-    items: list[dict[str, Any]] = []
-    token = None
-    while True:
-        response = call(limit=page_size, _continue=token, _preload_content=False, _request_timeout=timeout, **kwargs)
-        body = json.loads(response.data)
-        items.extend(body.get("items") or [])
-        token = (body.get("metadata") or {}).get("continue")
-        if not token:
-            return items
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -263,46 +261,58 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         nodes: list[dict[str, Any]] = []
         for cluster in clusters:
             objects = self._list_cluster(cluster)
-            services.extend(translate_cluster(objects.services, objects.endpoint_slices, objects.nodes, cluster.options))
+            skipped: dict[str, int] = {}
+            entries = translate_cluster(objects.services, objects.endpoint_slices, objects.nodes, cluster.options, skipped)
+            self._summary(cluster.name, entries, skipped)
+            services.extend(entries)
             nodes.extend(node_entries(objects.nodes, cluster.name))
         services.sort(key=lambda entry: (entry["cluster"], entry["namespace"], entry["name"]))
-        # A JSON round trip leaves plain data: nothing published here carries template trust.
-        return json.loads(json.dumps({"services": services, "nodes": nodes}))
+        packer = BackendSetPacker()
+        for entry in services:
+            entry["loadbalancers"] = packer.pack_loadbalancers(entry["loadbalancers"])
+        # Text: plain data that carries no template trust, and one value for Ansible to hold.
+        document = encode(SERVICES_FORMAT, services, packer.sets)
+        return {"services": document, "nodes": json.loads(json.dumps(nodes))}
+
+    def _summary(self, cluster: str, entries: list[dict[str, Any]], skipped: dict[str, int]) -> None:
+        """One line per cluster: what is served, released and skipped, and why."""
+        releasing = sum(1 for entry in entries if entry.get("release"))
+        parts = [f"{len(entries) - releasing} LoadBalancer Services to serve"]
+        if releasing:
+            parts.append(f"{releasing} to release")
+        if skipped:
+            parts.append("skipped " + ", ".join(f"{count} {SKIP_REASONS[reason]}" for reason, count in sorted(skipped.items())))
+        self.display.display(f"k8s_services: cluster {cluster}: {'; '.join(parts)}", stderr=True)
 
     def _list_cluster(self, cluster: ClusterConfig) -> ClusterObjects:
+        """Raw JSON lists (the API's own shape), paged."""
+        page, timeout = self.get_option("page_size"), self.get_option("request_timeout")
+        by_label = {"labelSelector": SERVICE_NAME_LABEL}
         try:
             client = api_client(cluster.auth)
-            core = k8s.CoreV1Api(client)
-            discovery = k8s.DiscoveryV1Api(client)
-            page, timeout = self.get_option("page_size"), self.get_option("request_timeout")
             include = list(cluster.options.namespaces)
-            by_label = {"label_selector": SERVICE_NAME_LABEL}
             if include:
                 services, slices = [], []
                 for namespace in include:
-                    services += _list_all(core.list_namespaced_service, page, timeout, namespace=namespace)
-                    slices += _list_all(discovery.list_namespaced_endpoint_slice, page, timeout, namespace=namespace, **by_label)
+                    services += list_items(client, f"/api/v1/namespaces/{namespace}/services", page_size=page, timeout=timeout)[0]
+                    slices += list_items(client, f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
+                                         page_size=page, timeout=timeout, **by_label)[0]
             else:
-                services = _list_all(core.list_service_for_all_namespaces, page, timeout)
-                slices = _list_all(discovery.list_endpoint_slice_for_all_namespaces, page, timeout, **by_label)
-            nodes = _list_all(core.list_node, page, timeout)
+                services = list_items(client, "/api/v1/services", page_size=page, timeout=timeout)[0]
+                slices = list_items(client, "/apis/discovery.k8s.io/v1/endpointslices", page_size=page, timeout=timeout, **by_label)[0]
+            nodes = list_items(client, "/api/v1/nodes", page_size=page, timeout=timeout)[0]
         except K8sConfigError as err:
             raise AnsibleParserError(f"cluster {cluster.name}: {err}") from None
-        except Exception as err:  # pylint: disable=broad-except  # client, urllib3 and JSON errors alike
-            reason = getattr(err, "reason", None) or err
-            raise AnsibleParserError(f"cluster {cluster.name}: listing Services, EndpointSlices and Nodes failed: {reason}") from None
+        except ApiError as err:
+            raise AnsibleParserError(f"cluster {cluster.name}: listing Services, EndpointSlices and Nodes failed: {err}") from None
         # Namespace and class filtering belong to translate_cluster (one place).
-        return ClusterObjects(
-            services=services,
-            endpoint_slices=slices,
-            nodes=nodes,
-        )
+        return ClusterObjects(services=services, endpoint_slices=slices, nodes=nodes)
 
     # --- inventory ---------------------------------------------------------------
 
     def _populate(self, data: dict[str, Any], clusters: list[ClusterConfig]) -> None:
         group = self.inventory.add_group(self.get_option("gateway_group"))
-        self.inventory.set_variable(group, SERVICES_VAR, data.get("services") or [])
+        self.inventory.set_variable(group, SERVICES_VAR, data.get("services") or encode(SERVICES_FORMAT, []))
         self.inventory.set_variable(group, NODES_VAR, data.get("nodes") or [])
         self.inventory.set_variable(group, CLUSTERS_VAR, _connections(clusters))
         self._construct(group)

@@ -31,9 +31,9 @@ author:
 options:
   loadbalancers:
     description:
-      - Load balancer definitions (the Portico LB model; see the repository's docs/).
-    type: list
-    elements: dict
+      - Load balancer definitions (the Portico LB model; see the repository's docs/), as a list or as
+        the LB model document C(portico_lb_model) set by C(portico.gateway.lb_validate).
+    type: raw
     required: true
   pools:
     description:
@@ -246,7 +246,7 @@ def _absent(module: AnsibleModule, nft: Nft, files: DataplaneFiles) -> None:
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            loadbalancers=dict(type="list", elements="dict", required=True),
+            loadbalancers=dict(type="raw", required=True),
             pools=dict(type="dict", required=True),
             **render_options_spec(),
             state_dir=dict(type="path", default=DEFAULT_STATE_DIR),

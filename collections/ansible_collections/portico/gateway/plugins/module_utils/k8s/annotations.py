@@ -4,7 +4,8 @@
 """The annotations Portico reads on a Service: known keys, precedence, parsing, "did you mean".
 
 Portico's own keys live under ``portico.io/``; an unknown key there is a typo and refuses the
-Service, with the closest known key suggested. The equivalents of MetalLB, Cilium LB-IPAM and
+Service, with a known key suggested by what the value means (an address under a misspelt key
+suggests the IP annotation) and by spelling. The equivalents of MetalLB, Cilium LB-IPAM and
 kube-vip are read too, so teams can switch without editing Services; when several are set the
 highest-precedence one wins and a disagreeing lower one is a warning.
 
@@ -15,11 +16,12 @@ Standard library only, like every module_util.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import parse_address
 from ansible_collections.portico.gateway.plugins.module_utils.model.problems import Report, field_path
 
 BACKEND_MODES = ("nodeport", "direct")
@@ -30,6 +32,10 @@ IPS_ANNOTATION = "portico.io/loadBalancerIPs"
 SHARING_ANNOTATION = "portico.io/sharing-key"
 BACKEND_MODE_ANNOTATION = "portico.io/backend-mode"
 PRESERVE_SOURCE_IP_ANNOTATION = "portico.io/preserve-source-ip"
+# Written by Portico, never by users: this installation (its loadBalancerClass) serves the
+# Service and has not released it yet. Together with the cleanup finalizer it tells Portico
+# which Services to release once they leave its scope (type or class changed).
+SERVED_BY_ANNOTATION = "portico.io/served-by"
 # annotation -> health_check field of the LB model
 HEALTH_CHECK_ANNOTATIONS = {
     "portico.io/health-check-type": "type",
@@ -69,8 +75,8 @@ _INT_RE = re.compile(r"^\s*[0-9]{1,9}\s*$")
 
 
 def annotation_field(key: str) -> str:
-    """The field path of an annotation, as problems name it."""
-    return f"metadata.annotations[{key}]"
+    """The field path of an annotation, as problems name it (kubectl's JSONPath spelling)."""
+    return f"metadata.annotations['{key}']"
 
 
 @dataclass(frozen=True)
@@ -108,11 +114,54 @@ def read_annotations(
 
 def _check_unknown(annotations: Mapping[str, Any], report: Report) -> None:
     for key in sorted(annotations):
-        if not key.startswith(ANNOTATION_PREFIX) or key in PORTICO_ANNOTATIONS:
+        if not key.startswith(ANNOTATION_PREFIX) or key in PORTICO_ANNOTATIONS or key == SERVED_BY_ANNOTATION:
             continue
-        hint = difflib.get_close_matches(key, PORTICO_ANNOTATIONS, n=1, cutoff=0.6)
-        suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(PORTICO_ANNOTATIONS)})"
+        hint = suggest(key, annotations[key])
+        suggestion = f" (did you mean '{hint}'?)" if hint else f" (known: {', '.join(PORTICO_ANNOTATIONS)})"
         report.problem(annotation_field(key), f"unknown annotation{suggestion}")
+
+
+def _looks_like_ips(text: str) -> bool:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        return False
+    for part in parts:
+        try:
+            parse_address(part)
+        except ValueError:
+            return False
+    return True
+
+
+def _meaning(value: Any) -> tuple[str, ...]:
+    """The annotations a value would be valid for, judged by what it looks like."""
+    text = str(value).strip()
+    if _looks_like_ips(text):
+        return (IPS_ANNOTATION,)
+    if text.lower() in BACKEND_MODES:
+        return (BACKEND_MODE_ANNOTATION,)
+    if text.lower() in ("true", "false"):
+        return (PRESERVE_SOURCE_IP_ANNOTATION,)
+    if text.lower() in ("none", "tcp", "http", "https", "udp"):
+        return ("portico.io/health-check-type",)
+    if text.startswith("/"):
+        return ("portico.io/health-check-path",)
+    if _INT_RE.match(text):
+        return tuple(key for key, field in HEALTH_CHECK_ANNOTATIONS.items() if field not in ("type", "path"))
+    return ()
+
+
+def suggest(key: str, value: Any) -> str | None:
+    """The known annotation a misspelt ``portico.io/`` key most likely meant: among those the
+    value fits, the closest in spelling (or the only one); else the closest of all by spelling."""
+    fitting = _meaning(value)
+    if len(fitting) == 1:
+        return fitting[0]
+    hint = difflib.get_close_matches(key, fitting, n=1, cutoff=0.0) if fitting else []
+    if hint:
+        return hint[0]
+    spelled = difflib.get_close_matches(key, PORTICO_ANNOTATIONS, n=1, cutoff=0.6)
+    return spelled[0] if spelled else None
 
 
 def _present(annotations: Mapping[str, Any], keys: Sequence[str]) -> list[tuple[str, str]]:
@@ -140,7 +189,7 @@ def _parse_ip_list(text: str, families: Sequence[int], where: str, report: Repor
         if not item:
             continue
         try:
-            ip = ipaddress.ip_address(item)
+            ip = parse_address(item)
         except ValueError:
             report.problem(where, f"{item!r} is not an IP address")
             ok = False

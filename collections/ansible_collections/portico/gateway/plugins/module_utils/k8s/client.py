@@ -5,12 +5,19 @@
 
 Used by the k8s_services inventory plugin, the watcher and the k8s_service_status module
 (controller side). ``kubernetes`` is imported here only, and optionally: gateways never need it.
+
+``request`` and ``list_items`` talk to the API through the client's connection, credentials and
+TLS settings, with raw JSON in and out: the typed API classes take seconds to import (CoreV1Api
+alone about 1.5 s) and their models refuse real objects (``endpoints: null``), and Portico reads
+and writes a few fields of plain JSON anyway.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 try:
     from kubernetes import client as k8s
@@ -74,3 +81,55 @@ def current_context(kubeconfig: str | None) -> str | None:
     except Exception:  # pylint: disable=broad-except  # the client raises several unrelated types
         return None
     return str((active or {}).get("name") or "") or None
+
+
+class ApiError(RuntimeError):
+    """An API request that failed: ``status`` is the HTTP status (0 when the API was not reached)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{status} {message}" if status else message)
+        self.status = status
+        self.message = message
+
+
+def _status_message(status: int, reason: str, data: bytes) -> str:
+    """The message of the API's Status body, else the HTTP reason."""
+    try:
+        return str(json.loads(data)["message"])
+    except (TypeError, ValueError, KeyError):
+        return reason or f"HTTP {status}"
+
+
+def request(client: Any, method: str, path: str, *, query: Iterable[tuple[str, Any]] = (), body: Any = None,
+            content_type: str = "application/json", timeout: float | None = None) -> Any:
+    """One API request (``path`` such as ``/api/v1/namespaces/default/services/web``); the decoded
+    JSON reply. A reply other than 2xx raises ApiError with the API's message."""
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    try:
+        method, url, headers, body, _post = client.param_serialize(
+            method, path, query_params=[(k, v) for k, v in query if v is not None], header_params=headers, body=body,
+            auth_settings=["BearerToken"])
+        response = client.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout)
+        data = response.read()
+    except Exception as err:  # urllib3 and the client raise several unrelated types for one unreachable API
+        raise ApiError(0, f"cannot reach the Kubernetes API: {err}") from None
+    if not 200 <= response.status < 300:
+        raise ApiError(response.status, _status_message(response.status, response.reason, data))
+    return json.loads(data) if data else None
+
+
+def list_items(client: Any, path: str, *, page_size: int = 500, timeout: float | None = None,
+               **query: Any) -> tuple[list[dict[str, Any]], str]:
+    """Every item of a list (following ``continue``) and the list's resourceVersion."""
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        body = request(client, "GET", path, query=[("limit", page_size), ("continue", token), *query.items()],
+                       timeout=timeout)
+        items.extend(body.get("items") or [])
+        meta = body.get("metadata") or {}
+        token = meta.get("continue")
+        if not token:
+            return items, str(meta.get("resourceVersion") or "")

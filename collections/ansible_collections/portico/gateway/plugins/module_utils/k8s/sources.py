@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.annotations import BACKEND_MODES
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import AUTH_OPTIONS, K8sAuth, current_context

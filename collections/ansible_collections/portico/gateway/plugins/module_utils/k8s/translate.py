@@ -10,6 +10,17 @@ does that) and LB validation stays in ``model.loadbalancer``: this module only b
 dicts and runs them through the model with a placeholder VIP, so a Service's problems are
 known before allocation, each on the Service field or annotation it came from.
 
+Which Services an entry is made for (``scope_of``): the Services Portico serves (type
+LoadBalancer, its class, a selected namespace), and the ones it must *release*: a Service it
+served that is being deleted (it carries the cleanup finalizer), or that left Portico's scope
+(type or class changed, namespace no longer selected) while it still carries Portico's
+``portico.io/served-by`` mark. A release entry has no LBs: its status addresses stay held until
+the write-back, after a converge that reached every gateway, clears its status and finalizer.
+
+Services are checked against the API's own rules where the API server would refuse them (port
+names, target port names, protocols, affinity settings): objects from a snapshot or a lenient
+source get the message the API would give, on the same field.
+
 Annotations are read by ``k8s.annotations``. Values from the API are data: they are copied,
 never evaluated. Standard library only, like every module_util.
 """
@@ -17,9 +28,11 @@ never evaluated. Standard library only, like every module_util.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.annotations import (
     BACKEND_MODE_ANNOTATION,
@@ -27,11 +40,18 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.annotations im
     LEGACY_SOURCE_RANGES_ANNOTATION,
     POOL_ANNOTATION,
     PRESERVE_SOURCE_IP_ANNOTATION,
+    SERVED_BY_ANNOTATION,
     ServiceAnnotations,
     annotation_field,
     read_annotations,
 )
-from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import AddressRange, IPAddress, Pool
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import (
+    AddressRange,
+    IPAddress,
+    Pool,
+    parse_address,
+    parse_network,
+)
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import (
     PROTOCOLS,
     LBValidationError,
@@ -48,6 +68,27 @@ from ansible_collections.portico.gateway.plugins.module_utils.model.problems imp
 DEFAULT_LOAD_BALANCER_CLASS = "portico.io/gateway"
 EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+# The cloud-provider service controller's finalizer: a Service that carries it is not removed
+# before its load balancer is gone (Portico adds it when it starts serving a Service).
+CLEANUP_FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
+# Why a LoadBalancer Service got no entry (counted for the inventory's summary line).
+SKIP_REASONS = {
+    "class": "of another loadBalancerClass",
+    "no-class": "without loadBalancerClass (serve_default_class is false)",
+    "namespace": "in a namespace not served",
+    "deleting": "being deleted (not Portico's)",
+}
+# Kubernetes' own rules (apimachinery validation) for what Portico checks.
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_IANA_SVC_NAME_RE = re.compile(r"^[-a-z0-9]+$")
+API_PROTOCOLS = ("TCP", "UDP", "SCTP")
+SESSION_AFFINITY_VALUES = ("None", "ClientIP")
+TRAFFIC_POLICIES = ("Cluster", "Local")
+AFFINITY_TIMEOUT_FIELD = "spec.sessionAffinityConfig.clientIP.timeoutSeconds"
+# The gateways keep a client's backend for the timeout after its last new connection (as
+# kube-proxy does): said on every ClientIP Service, so the difference is never silent.
+AFFINITY_REFRESH_WARNING = ("the timeout counts from the client's last new connection, not from its last packet "
+                            "(as kube-proxy): a client that only keeps one long connection open moves after it")
 
 # A family the Service's loadBalancerSourceRanges do not mention gets a range no client
 # can come from: restricting IPv4 must not silently leave IPv6 open.
@@ -74,8 +115,9 @@ class TranslateOptions:
     backend_mode: str = "nodeport"
     namespaces: tuple[str, ...] = ()
     exclude_namespaces: tuple[str, ...] = ()
-    # False: a Service without any ready endpoint gets no address and a reason.
-    serve_without_endpoints: bool = True
+    # A Service without a ready endpoint keeps (or gets) its address, unannounced and refusing
+    # connections; True: in nodeport mode it is sent to the nodes anyway (kube-proxy decides).
+    serve_without_endpoints: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,9 +130,11 @@ class NodeTarget:
 
 @dataclass(frozen=True)
 class NodeBackends:
-    """nodeport backends per family, built once per cluster (not once per Service)."""
+    """nodeport backends per family, built once per cluster (not once per Service): every
+    nodeport LB of the family gets this very list, which is what the documents' backend sets
+    recognise (``model.documents``). Entries are read-only data."""
 
-    by_family: Mapping[int, tuple[Mapping[str, Any], ...]]
+    by_family: Mapping[int, list[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -103,10 +147,7 @@ class ServiceSpecPort:
     port: int
     node_port: int | None
     target_port: int | str | None
-
-    @property
-    def spec_field(self) -> str:
-        return field_path("spec", "ports", self.index)
+    spec_field: str  # spec.ports[<index>]
 
 
 # --- selection -------------------------------------------------------------------
@@ -124,13 +165,63 @@ def wants_namespace(namespace: str, options: TranslateOptions) -> bool:
 
 def is_served(service: Mapping[str, Any], options: TranslateOptions) -> bool:
     """type LoadBalancer, and our loadBalancerClass (or none, when so configured)."""
+    return _class_reason(service, options) is None
+
+
+def _class_reason(service: Mapping[str, Any], options: TranslateOptions) -> str | None:
+    """Why the type or class is not Portico's (a ``SKIP_REASONS`` key, or "type"), None if it is."""
     spec = service.get("spec") or {}
     if spec.get("type") != "LoadBalancer":
-        return False
+        return "type"
     lb_class = spec.get("loadBalancerClass")
     if lb_class is None:
-        return options.serve_default_class
-    return lb_class == options.load_balancer_class
+        return None if options.serve_default_class else "no-class"
+    return None if lb_class == options.load_balancer_class else "class"
+
+
+def has_cleanup_finalizer(service: Mapping[str, Any]) -> bool:
+    return CLEANUP_FINALIZER in (_meta(service).get("finalizers") or [])
+
+
+def is_marked(service: Mapping[str, Any], options: TranslateOptions) -> bool:
+    """Portico (this installation: its class) served the Service and has not released it yet."""
+    return (_meta(service).get("annotations") or {}).get(SERVED_BY_ANNOTATION) == options.load_balancer_class
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What Portico does with one Service: ``serve``, ``release`` or ``skip``, and why."""
+
+    action: str
+    reason: str = ""  # release: for logs and Events; skip: a SKIP_REASONS key, or "type"
+
+
+def scope_of(service: Mapping[str, Any], options: TranslateOptions) -> Scope:
+    """Serve, release (Portico served it and must now give it up) or skip one Service."""
+    meta = _meta(service)
+    reason = _class_reason(service, options)
+    if reason is None and not wants_namespace(str(meta.get("namespace", "")), options):
+        reason = "namespace"
+    deleting = bool(meta.get("deletionTimestamp"))
+    if reason is None and not deleting:
+        return Scope("serve")
+    if reason is None:
+        # Being deleted: the finalizer holds it until Portico withdrew the VIP.
+        return Scope("release", "being deleted") if has_cleanup_finalizer(service) else Scope("skip", "deleting")
+    if is_marked(service, options) and (has_cleanup_finalizer(service) or not deleting):
+        return Scope("release", "being deleted" if deleting else _left_scope(service, reason))
+    return Scope("skip", reason)
+
+
+def _left_scope(service: Mapping[str, Any], reason: str) -> str:
+    spec = service.get("spec") or {}
+    if reason == "type":
+        return f"type changed to {spec.get('type')}"
+    if reason == "class":
+        return f"loadBalancerClass changed to {spec.get('loadBalancerClass')}"
+    if reason == "no-class":
+        return "no loadBalancerClass, and Portico does not serve the default class"
+    return "its namespace is not served any more"
 
 
 # --- nodes and endpoint slices ---------------------------------------------------
@@ -149,7 +240,7 @@ def _internal_ips(node: Mapping[str, Any]) -> dict[int, IPAddress]:
         if address.get("type") != "InternalIP":
             continue
         try:
-            ip = ipaddress.ip_address(str(address.get("address", "")).strip())
+            ip = parse_address(address.get("address", ""))
         except ValueError:
             continue
         found.setdefault(ip.version, ip)
@@ -170,10 +261,10 @@ def node_targets(nodes: Iterable[Mapping[str, Any]]) -> list[NodeTarget]:
 
 def node_backends(targets: Sequence[NodeTarget]) -> NodeBackends:
     """Backend dicts per family, sorted by address (cheap to reuse for thousands of Services)."""
-    by_family: dict[int, tuple[Mapping[str, Any], ...]] = {}
+    by_family: dict[int, list[dict[str, Any]]] = {}
     for family in (4, 6):
         pairs = sorted((ipaddress.ip_address(t.addresses[family]), t.name) for t in targets if family in t.addresses)
-        by_family[family] = tuple({"address": str(ip), "name": name} for ip, name in pairs)
+        by_family[family] = [{"address": str(ip), "name": name} for ip, name in pairs]
     return NodeBackends(by_family=by_family)
 
 
@@ -232,22 +323,93 @@ def _ip_families(spec: Mapping[str, Any], report: Report) -> list[int]:
     return families
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_port_name(name: Any, where: str, count: int, report: Report) -> None:
+    """ports[].name: a DNS-1123 label, required when there is more than one port (the API's rule)."""
+    if name in (None, ""):
+        if count > 1:
+            report.problem(where, "is required when the Service has more than one port")
+        return
+    text = str(name)
+    if len(text) > 63 or not _DNS_LABEL_RE.match(text):
+        report.problem(where, f"{text!r} is not a DNS label: at most 63 characters a-z, 0-9 and '-', "
+                       "starting and ending with a letter or digit")
+
+
+def _check_target_port(value: Any, where: str, report: Report) -> None:
+    """targetPort: a number 1-65535 or an IANA service name (the API's rule)."""
+    if value is None or _is_int(value):
+        if _is_int(value) and not 1 <= value <= 65535:
+            report.problem(where, f"{value} is out of range 1-65535")
+        return
+    text = str(value)
+    if (len(text) > 15 or not _IANA_SVC_NAME_RE.match(text) or not re.search(r"[a-z]", text)
+            or text.startswith("-") or text.endswith("-") or "--" in text):
+        report.problem(where, f"{text!r} is not a port number or an IANA service name (at most 15 characters "
+                       "a-z, 0-9 and '-', at least one letter, no '-' at either end or twice in a row)")
+
+
 def _spec_ports(spec: Mapping[str, Any], report: Report) -> list[ServiceSpecPort]:
     raws = spec.get("ports") or []
     if not raws:
         report.problem("spec.ports", "the Service has no ports")
     ports = []
+    names: dict[str, int] = {}
+    node_ports: dict[tuple[str, int], int] = {}
     for index, raw in enumerate(raws):
-        protocol = str(raw.get("protocol") or "TCP")
+        where = field_path("spec", "ports", index)
+        name = raw.get("name")
+        _check_port_name(name, field_path(where, "name"), len(raws), report)
+        if name and str(name) in names:
+            report.problem(field_path(where, "name"), f"{name!r} is also the name of spec.ports[{names[str(name)]}]")
+        names.setdefault(str(name or ""), index)
+        _check_target_port(raw.get("targetPort"), field_path(where, "targetPort"), report)
+        protocol = raw.get("protocol") or "TCP"
+        if protocol not in API_PROTOCOLS:
+            report.problem(field_path(where, "protocol"), f"unsupported value {protocol!r} (the API accepts {', '.join(API_PROTOCOLS)})")
+            continue
         if protocol.lower() not in PROTOCOLS:
             supported = ", ".join(p.upper() for p in PROTOCOLS)
-            report.problem(field_path("spec", "ports", index, "protocol"), f"{protocol} is not supported (supported: {supported})")
+            report.problem(field_path(where, "protocol"), f"{protocol} is not supported (supported: {supported})")
             continue
+        node_port = raw.get("nodePort")
+        if _is_int(node_port) and node_port:
+            if (protocol, node_port) in node_ports:
+                report.problem(field_path(where, "nodePort"), f"{protocol}/{node_port} is also the nodePort of "
+                               f"spec.ports[{node_ports[(protocol, node_port)]}]")
+            node_ports.setdefault((protocol, node_port), index)
         ports.append(ServiceSpecPort(
-            index=index, name=str(raw.get("name") or ""), protocol=protocol.lower(), port=raw.get("port"),
-            node_port=raw.get("nodePort"), target_port=raw.get("targetPort"),
+            index=index, name=str(name or ""), protocol=protocol.lower(), port=raw.get("port"),
+            node_port=node_port, target_port=raw.get("targetPort"), spec_field=where,
         ))
     return ports
+
+
+def _session_affinity(spec: Mapping[str, Any], report: Report) -> tuple[str, Any]:
+    """The LB's session_affinity and the timeout the Service asks for (None: the default)."""
+    value = spec.get("sessionAffinity") or "None"
+    config = spec.get("sessionAffinityConfig")
+    if value not in SESSION_AFFINITY_VALUES:
+        report.problem("spec.sessionAffinity", f"unsupported value {value!r} (the API accepts {', '.join(SESSION_AFFINITY_VALUES)})")
+        return "none", None
+    if value == "None":
+        if config:
+            report.problem("spec.sessionAffinityConfig", "must not be set when sessionAffinity is None")
+        return "none", None
+    timeout = ((config or {}).get("clientIP") or {}).get("timeoutSeconds")
+    report.warning(AFFINITY_TIMEOUT_FIELD, AFFINITY_REFRESH_WARNING)
+    return "client_ip", timeout
+
+
+def _check_traffic_policy(spec: Mapping[str, Any], report: Report) -> None:
+    policy = spec.get("externalTrafficPolicy")
+    if policy is not None and policy not in TRAFFIC_POLICIES:
+        report.problem("spec.externalTrafficPolicy", f"unsupported value {policy!r} (the API accepts {', '.join(TRAFFIC_POLICIES)})")
+    if spec.get("healthCheckNodePort") and policy != "Local":
+        report.problem("spec.healthCheckNodePort", "may only be set when externalTrafficPolicy is Local")
 
 
 def _source_ranges(spec: Mapping[str, Any], annotations: Mapping[str, Any], report: Report) -> dict[int, list[str]] | None:
@@ -262,7 +424,7 @@ def _source_ranges(spec: Mapping[str, Any], annotations: Mapping[str, Any], repo
     by_family: dict[int, list[str]] = {4: [], 6: []}
     for index, text in enumerate(raw):
         try:
-            network = ipaddress.ip_network(str(text).strip(), strict=False)
+            network = parse_network(text)
         except ValueError:
             report.problem(field_path(where, index), f"{text!r} is not a CIDR")
             continue
@@ -275,7 +437,7 @@ def _status_ips(service: Mapping[str, Any]) -> list[str]:
     found = []
     for item in ingress:
         try:
-            found.append(str(ipaddress.ip_address(str(item.get("ip") or "").strip())))
+            found.append(str(parse_address(item.get("ip") or "")))
         except ValueError:
             continue  # hostname-only entries are not ours
     return found
@@ -285,7 +447,7 @@ def _status_ips(service: Mapping[str, Any]) -> list[str]:
 
 
 def _nodeport_backends(nodes: NodeBackends, family: int) -> list[dict[str, Any]]:
-    return [dict(backend) for backend in nodes.by_family.get(family, ())]
+    return nodes.by_family.get(family) or []
 
 
 def _slice_port_map(endpoint_slice: Mapping[str, Any]) -> dict[tuple[str, str], int]:
@@ -313,7 +475,7 @@ def _endpoint_address(endpoint: Mapping[str, Any], family: int) -> IPAddress | N
     """The endpoint's address if it is an IP of the family (only the first address has
     defined semantics in the EndpointSlice API)."""
     try:
-        ip = ipaddress.ip_address(str(endpoint["addresses"][0]).strip())
+        ip = parse_address(endpoint["addresses"][0])
     except ValueError:
         return None
     return ip if ip.version == family else None
@@ -421,6 +583,9 @@ def _model_problems(lb: Mapping[str, Any], family: int, sources: FieldSources) -
     return []
 
 
+NO_ENDPOINTS_WARNING = "no ready endpoints: the address is kept and refuses connections until a pod is ready"
+
+
 @dataclass(frozen=True)
 class _ServiceView:
     """What the LB dicts of one Service are built from (parsed once, used per family)."""
@@ -432,7 +597,9 @@ class _ServiceView:
     source_ranges: Mapping[int, list[str]] | None
     preserve_source_ip: bool
     session_affinity: str
+    session_affinity_timeout: Any  # as the Service sets it; None: the model's default
     slices: tuple[Mapping[str, Any], ...]
+    send_to_nodes: bool  # nodeport mode: the nodes are the backends (false with no ready endpoint)
     field_sources: FieldSources  # LB field -> the Service field that set it
 
 
@@ -449,12 +616,21 @@ def _port_sources(ports: Sequence[ServiceSpecPort], mode: str) -> dict[str, str]
     return fields
 
 
+# The LB fields whose problems depend on other LBs (a name or listener taken by another one),
+# so they are only found when the whole model is parsed: entries carry where these came from.
+_CLASH_FIELD_RE = re.compile(r"^(name|ports\[[0-9]+\]\.port)$")
+
+
+def _clash_sources(sources: FieldSources) -> dict[str, str]:
+    return {lb_field: spec_field for lb_field, spec_field in sources.fields.items() if _CLASH_FIELD_RE.match(lb_field)}
+
+
 def _field_sources(
     key: str, ports: Sequence[ServiceSpecPort], mode: str, health_check_fields: Mapping[str, str],
     settings: ServiceAnnotations,
 ) -> FieldSources:
-    fields = {"name": "metadata.name", "session_affinity": "spec.sessionAffinity", **_port_sources(ports, mode),
-              **health_check_fields}
+    fields = {"name": "metadata.name", "session_affinity": "spec.sessionAffinity",
+              "session_affinity_timeout_s": AFFINITY_TIMEOUT_FIELD, **_port_sources(ports, mode), **health_check_fields}
     if settings.preserve_source_ip is not None:
         fields["preserve_source_ip"] = annotation_field(PRESERVE_SOURCE_IP_ANNOTATION)
     return FieldSources(subject=key, fields=fields)
@@ -464,7 +640,7 @@ def _loadbalancer(view: _ServiceView, index: int, family: int, nodes: NodeBacken
     name = _lb_name(view.key, index, family)
     if view.mode == "nodeport":
         backend_ports: Sequence[int | None] = [port.node_port for port in view.ports]
-        backends = _nodeport_backends(nodes, family)
+        backends = _nodeport_backends(nodes, family) if view.send_to_nodes else []
     else:
         backend_ports, backends = _direct_backends(view.slices, view.ports, family, name, report)
     source_ranges: list[str] = []
@@ -472,9 +648,9 @@ def _loadbalancer(view: _ServiceView, index: int, family: int, nodes: NodeBacken
         source_ranges = view.source_ranges[family] or [DENY_ALL_SOURCES[family]]
         if not view.source_ranges[family]:
             report.warning("spec.loadBalancerSourceRanges", f"no IPv{family} range listed: IPv{family} clients are refused", name)
-    if not backends:
-        report.warning("backends", "no ready backends", name)
-    return {
+    if not backends and _has_ready_endpoint(view.slices):
+        report.warning("backends", f"no ready IPv{family} backends" if view.mode == "direct" else "no ready nodes", name)
+    lb: dict[str, Any] = {
         "name": name,
         "ports": _lb_ports(view.ports, backend_ports),
         "backends": backends,  # sorted by address: list order from the API must not matter
@@ -484,6 +660,9 @@ def _loadbalancer(view: _ServiceView, index: int, family: int, nodes: NodeBacken
         "session_affinity": view.session_affinity,
         "source": "kubernetes",
     }
+    if view.session_affinity_timeout is not None:
+        lb["session_affinity_timeout_s"] = view.session_affinity_timeout
+    return lb
 
 
 def _check_node_ports(ports: Sequence[ServiceSpecPort], report: Report) -> None:
@@ -499,20 +678,22 @@ def _service_key(cluster: str, meta: Mapping[str, Any]) -> str:
 
 def _service_view(
     key: str, spec: Mapping[str, Any], annotations: Mapping[str, Any], settings: ServiceAnnotations,
-    slices: Sequence[Mapping[str, Any]], report: Report,
+    slices: Sequence[Mapping[str, Any]], options: TranslateOptions, report: Report,
 ) -> _ServiceView:
     mode = settings.backend_mode
     ports = tuple(_spec_ports(spec, report))
     if mode == "nodeport":
         _check_node_ports(ports, report)
     health_check, health_check_fields = _default_health_check(mode, spec, ports, report)
+    affinity, timeout = _session_affinity(spec, report)
     return _ServiceView(
         key=key, mode=mode, ports=ports,
         health_check={**health_check, **settings.health_check},
         source_ranges=_source_ranges(spec, annotations, report),
         preserve_source_ip=settings.preserve_source_ip if settings.preserve_source_ip is not None else True,
-        session_affinity="client_ip" if spec.get("sessionAffinity") == "ClientIP" else "none",
+        session_affinity=affinity, session_affinity_timeout=timeout,
         slices=tuple(slices),
+        send_to_nodes=options.serve_without_endpoints or _has_ready_endpoint(slices),
         field_sources=_field_sources(key, ports, mode, {**health_check_fields, **settings.health_check_fields}, settings),
     )
 
@@ -532,20 +713,24 @@ def translate_service(
     nodes: NodeBackends | Sequence[NodeTarget],
     options: TranslateOptions,
 ) -> dict[str, Any]:
-    """One ``portico_k8s_services`` entry; problems mean the Service is not served."""
+    """One ``portico_k8s_services`` entry for a Service Portico serves; problems mean it is not served.
+
+    A Service without a ready endpoint is served all the same, as cloud load balancers and
+    MetalLB do: it keeps (or gets) its address, and its LBs have no backends, so the gateways
+    refuse connections to it and announce nothing until a pod is ready.
+    """
     meta = _meta(service)
     spec = service.get("spec") or {}
     report = Report(_service_key(options.cluster, meta))
     annotations = {str(k): v for k, v in (meta.get("annotations") or {}).items()}
     families = _ip_families(spec, report)
+    _check_traffic_policy(spec, report)
     settings = read_annotations(annotations, spec, families, options.backend_mode, report)
-    view = _service_view(report.subject, spec, annotations, settings, slices, report)
-    if not report.problems and not options.serve_without_endpoints and not _has_ready_endpoint(slices):
-        # Cloud behaviour would hand out an address that answers nothing; we say why instead
-        # (an Event), and the stable hash-probe gives the same address back once a pod is ready.
-        report.problem("endpoints", "no ready endpoints: not served until a pod is ready")
+    view = _service_view(report.subject, spec, annotations, settings, slices, options, report)
     loadbalancers: list[dict[str, Any]] = []
     if not report.problems:
+        if not _has_ready_endpoint(slices):
+            report.warning("", NO_ENDPOINTS_WARNING)
         backends = nodes if isinstance(nodes, NodeBackends) else node_backends(nodes)
         loadbalancers = _loadbalancers(view, families, backends, report)
     return {
@@ -559,8 +744,23 @@ def translate_service(
         "sharing_key": settings.sharing_key,
         "backend_mode": settings.backend_mode,
         "loadbalancers": [] if report.problems else loadbalancers,
+        "field_sources": _clash_sources(view.field_sources) if loadbalancers and not report.problems else {},
+        "release": False,
         "problems": to_data(report.problems),
         "warnings": to_data(report.warnings),
+    }
+
+
+def release_entry(service: Mapping[str, Any], options: TranslateOptions, reason: str) -> dict[str, Any]:
+    """The entry of a Service Portico must give up: no LBs, its status addresses held until the
+    write-back released it (status cleared, finalizer removed) after the gateways converged."""
+    meta = _meta(service)
+    return {
+        **_identity(options, meta),
+        "ip_families": [], "requested_ips": [], "requested_ips_field": annotation_field(IPS_ANNOTATION),
+        "status_ips": _status_ips(service), "pool": None, "pool_field": annotation_field(POOL_ANNOTATION),
+        "sharing_key": None, "backend_mode": options.backend_mode, "loadbalancers": [], "field_sources": {},
+        "release": True, "release_reason": reason, "problems": [], "warnings": [],
     }
 
 
@@ -571,6 +771,7 @@ def _identity(options: TranslateOptions, meta: Mapping[str, Any]) -> dict[str, s
         "name": str(meta.get("name", "")),
         "uid": str(meta.get("uid", "")),
         "resource_version": str(meta.get("resourceVersion", "")),
+        "creation_timestamp": str(meta.get("creationTimestamp") or ""),
     }
 
 
@@ -586,7 +787,7 @@ def _broken_entry(service: Mapping[str, Any], options: TranslateOptions, err: Ex
         **_identity(options, meta),
         "ip_families": [], "requested_ips": [], "requested_ips_field": annotation_field(IPS_ANNOTATION),
         "status_ips": [], "pool": None, "pool_field": annotation_field(POOL_ANNOTATION), "sharing_key": None,
-        "backend_mode": options.backend_mode, "loadbalancers": [],
+        "backend_mode": options.backend_mode, "loadbalancers": [], "field_sources": {}, "release": False,
         "problems": to_data([problem]), "warnings": [],
     }
 
@@ -596,18 +797,24 @@ def translate_cluster(
     endpoint_slices: Iterable[Mapping[str, Any]],
     nodes: Iterable[Mapping[str, Any]],
     options: TranslateOptions,
+    skipped: MutableMapping[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Entries for the Services Portico serves in one cluster, sorted by namespace/name."""
+    """Entries for the Services Portico serves or must release in one cluster, sorted by
+    namespace/name. ``skipped`` counts the other LoadBalancer Services by ``SKIP_REASONS`` key."""
     backends = node_backends(node_targets(nodes))
     index = index_endpoint_slices(endpoint_slices)
     entries = []
     for service in services:
         meta = _meta(service)
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
-        if not wants_namespace(namespace, options) or not is_served(service, options):
-            continue
         try:
-            entries.append(translate_service(service, index.get((namespace, name), []), backends, options))
+            scope = scope_of(service, options)
+            if scope.action == "serve":
+                entries.append(translate_service(service, index.get((namespace, name), []), backends, options))
+            elif scope.action == "release":
+                entries.append(release_entry(service, options, scope.reason))
+            elif skipped is not None and scope.reason != "type":
+                skipped[scope.reason] = skipped.get(scope.reason, 0) + 1
         except Exception as err:  # pylint: disable=broad-except  # one odd object must not hide the others
             entries.append(_broken_entry(service, options, err))
     return sorted(entries, key=lambda entry: (entry["cluster"], entry["namespace"], entry["name"]))

@@ -32,8 +32,9 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import api_client
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.sources import ClusterConfig

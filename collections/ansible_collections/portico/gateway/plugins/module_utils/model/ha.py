@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ansible_collections.portico.gateway.plugins.module_utils.model.problems import Problem
 

@@ -13,8 +13,9 @@ import bisect
 import hashlib
 import ipaddress
 import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+from typing import Any, Union
 
 from ansible_collections.portico.gateway.plugins.module_utils.model.problems import Problem, from_data
 
@@ -22,6 +23,23 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 POOL_FIELDS = frozenset({"addresses", "namespaces", "avoid_buggy_ips", "auto_assign"})
+
+
+def parse_address(text: Any) -> IPAddress:
+    """An IP address in the one spelling nftables, FRR and keepalived accept: no IPv6 zone
+    (``fe80::1%eth0``), which Python's parser allows but none of them does. ValueError otherwise."""
+    value = str(text).strip()
+    if "%" in value:
+        raise ValueError(f"{value!r} carries a zone (%...): not an address a load balancer can use")
+    return ipaddress.ip_address(value)
+
+
+def parse_network(text: Any, strict: bool = False) -> IPNetwork:
+    """A CIDR without an IPv6 zone (see ``parse_address``). ValueError otherwise."""
+    value = str(text).strip()
+    if "%" in value:
+        raise ValueError(f"{value!r} carries a zone (%...): not a network a load balancer can use")
+    return ipaddress.ip_network(value, strict=strict)
 
 
 class PoolError(ValueError):
@@ -73,14 +91,14 @@ def _parse_range(pool: str, index: int, text: Any) -> AddressRange:
     try:
         if "-" in text:
             first_text, last_text = (part.strip() for part in text.split("-", 1))
-            first = ipaddress.ip_address(first_text)
-            last = ipaddress.ip_address(last_text)
+            first = parse_address(first_text)
+            last = parse_address(last_text)
             if first.version != last.version:
                 raise _pool_problem(pool, where, f"{text!r} mixes IPv4 and IPv6")
             if first > last:
                 raise _pool_problem(pool, where, f"{text!r} ends before it starts")
             return AddressRange(first, last)
-        network = ipaddress.ip_network(text, strict=True)
+        network = parse_network(text, strict=True)
     except ValueError as err:
         if isinstance(err, PoolError):
             raise
@@ -149,10 +167,16 @@ def pool_of(address: IPAddress, pools: Mapping[str, Pool]) -> Pool | None:
 # Allocation: one VIP per IP family per Kubernetes Service.
 #
 # Stability rules (why the code is shaped like this):
+# * a Service being released (deleted, or out of Portico's scope, while its VIP may still be
+#   announced) holds its status addresses until the release is done: nobody else gets them;
 # * an address a Service already holds (in its status) is kept while it is still
 #   valid for it, so restarts, new pools and unrelated Services never move it;
-# * claims are processed in phases (status, then requests, then new) and inside a
-#   phase in key order, so the result does not depend on the API's list order;
+# * claims are processed in phases (release holds, status, requests, new) and inside a
+#   phase by age (metadata.creationTimestamp, then uid): the older Service wins a contest,
+#   and the result does not depend on the API's list order or on names;
+# * a status hold is the outcome of an earlier run; when two Services ask for the same
+#   address by request, that outcome is not what decides: the older requester gets it, even
+#   from a newer one that holds it (a hold won by an older Portico, which sorted by name);
 # * new addresses come from a hash of the Service's identity probed forward through
 #   the pool, so two controllers with the same inputs pick the same address.
 # ---------------------------------------------------------------------------
@@ -172,6 +196,7 @@ class Allocation:
     loadbalancers: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    release: bool = False  # not served: ``ips`` are only held until the release is done
 
     @property
     def key(self) -> str:
@@ -193,9 +218,12 @@ class _Claimant:
     requested_field: str
     sharing_key: str | None
     ports: frozenset[tuple[str, int]]
+    age: tuple[int, str, str, str]  # sort key: creationTimestamp (missing last), uid, key
+    release: bool = False  # only holds its status addresses until it is released
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     chosen: dict[int, tuple[IPAddress, str]] = field(default_factory=dict)
+    lbs: list[Mapping[str, Any]] = field(default_factory=list)  # the entry's LB definitions, checked
 
     def fail(self, where: str, message: str) -> None:
         self.problems.append(Problem(self.key, where, message))
@@ -336,26 +364,58 @@ class _Ledger:
 
 def _ip_or_none(value: Any) -> IPAddress | None:
     try:
-        return ipaddress.ip_address(str(value).strip())
+        return parse_address(value)
     except ValueError:
         return None
 
 
-def _ports_of(entry: AllocationInput) -> frozenset[tuple[str, int]]:
+def _items(entry: AllocationInput, name: str, problems: list[Problem], key: str) -> list[Any]:
+    """A list field of an entry; anything else is a problem (entries can be edited by hand)."""
+    value = entry.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        problems.append(Problem(key, name, f"expected a list, got {value!r}"))
+        return []
+    return list(value)
+
+
+def _text_or_none(entry: AllocationInput, name: str, problems: list[Problem], key: str) -> str | None:
+    value = entry.get(name)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        problems.append(Problem(key, name, f"expected a string, got {value!r}"))
+        return None
+    return value
+
+
+def _ports_of(lbs: Sequence[Any]) -> frozenset[tuple[str, int]]:
     """(protocol, port) listeners of the Service: every LB of one Service has the same ports."""
-    lbs = entry.get("loadbalancers") or []
     ports = lbs[0].get("ports") if lbs and isinstance(lbs[0], Mapping) else None
     result: set[tuple[str, int]] = set()
-    for port in ports or []:
+    for port in ports if isinstance(ports, list) else []:
         if isinstance(port, Mapping) and isinstance(port.get("port"), int):
             result.add((str(port.get("protocol", "tcp")).lower(), int(port["port"])))
     return frozenset(result)
 
 
+def _age(entry: AllocationInput, key: str) -> tuple[int, str, str, str]:
+    """Oldest first: the API's creationTimestamp (RFC 3339 in UTC, second precision, so text
+    order is time order), then the uid, then the key for entries without either."""
+    created = str(entry.get("creation_timestamp") or "")
+    return (0 if created else 1, created, str(entry.get("uid") or ""), key)
+
+
 def _claimant_of(entry: AllocationInput) -> _Claimant:
     key = "/".join(str(entry.get(part, "")) for part in ("cluster", "namespace", "name"))
-    families = tuple(f for f in entry.get("ip_families") or [4] if f in (4, 6))
-    status = tuple(ip for ip in (_ip_or_none(v) for v in entry.get("status_ips") or []) if ip is not None)
+    shape: list[Problem] = []
+    families = tuple(f for f in _items(entry, "ip_families", shape, key) or [4] if f in (4, 6))
+    status = tuple(ip for ip in (_ip_or_none(v) for v in _items(entry, "status_ips", shape, key)) if ip is not None)
+    lbs = _items(entry, "loadbalancers", shape, key)
+    if not all(isinstance(lb, Mapping) for lb in lbs):
+        shape.append(Problem(key, "loadbalancers", "expected a list of LB definitions"))
+        lbs = []
     claimant = _Claimant(
         key=key,
         entry=entry,
@@ -363,21 +423,25 @@ def _claimant_of(entry: AllocationInput) -> _Claimant:
         families=families,
         status=status,
         requested={},
-        pool=entry.get("pool") or None,
-        pool_field=str(entry.get("pool_field") or "metadata.annotations[portico.io/pool]"),
-        requested_field=str(entry.get("requested_ips_field") or "metadata.annotations[portico.io/loadBalancerIPs]"),
-        sharing_key=entry.get("sharing_key") or None,
-        ports=_ports_of(entry),
-        problems=from_data(entry.get("problems"), key),
-        warnings=from_data(entry.get("warnings"), key),
+        pool=_text_or_none(entry, "pool", shape, key),
+        pool_field=str(entry.get("pool_field") or "metadata.annotations['portico.io/pool']"),
+        requested_field=str(entry.get("requested_ips_field") or "metadata.annotations['portico.io/loadBalancerIPs']"),
+        sharing_key=_text_or_none(entry, "sharing_key", shape, key),
+        ports=_ports_of(lbs),
+        age=_age(entry, key),
+        release=entry.get("release") is True,
+        problems=from_data(_items(entry, "problems", shape, key), key) + shape,
+        warnings=from_data(_items(entry, "warnings", shape, key), key),
     )
-    for value in entry.get("requested_ips") or []:
+    claimant.lbs = lbs
+    if claimant.release:
+        return claimant
+    for value in _items(entry, "requested_ips", claimant.problems, key):
         address = _ip_or_none(value)
         if address is None:
             claimant.fail(claimant.requested_field, f"{value!r} is not an IP address")
         elif address.version in families:
             claimant.requested.setdefault(address.version, address)
-    lbs = entry.get("loadbalancers") or []
     if not claimant.failed and len(lbs) != len(families):
         claimant.fail("loadbalancers", f"expected one per IP family ({len(families)}), got {len(lbs)}")
     return claimant
@@ -408,7 +472,42 @@ def _check_pool_annotation(claimant: _Claimant, pools: Mapping[str, Pool]) -> No
         claimant.fail(claimant.pool_field, f"pool {pool.name!r} may not be used by namespace {claimant.namespace!r}")
 
 
-def _keep_status(claimant: _Claimant, family: int, pools: Mapping[str, Pool], ledger: _Ledger) -> None:
+def _hold_for_release(claimant: _Claimant, pools: Mapping[str, Pool], ledger: _Ledger) -> None:
+    """A Service being released keeps its addresses out of reach until the release is done."""
+    for address in claimant.status:
+        if pool_of(address, pools) is not None and address not in ledger.reserved:
+            ledger.take(address, claimant)
+
+
+class _OlderRequests:
+    """Who asks for which address by request, oldest first, and whether they may have it."""
+
+    def __init__(self, ordered: Sequence[_Claimant], pools: Mapping[str, Pool]):
+        self.by_address: dict[IPAddress, list[_Claimant]] = {}
+        for claimant in ordered:
+            for address in claimant.requested.values():
+                if not claimant.failed and _why_not(claimant, address, pools)[1] is None:
+                    self.by_address.setdefault(address, []).append(claimant)
+
+    def preempting(self, address: IPAddress, holder: _Claimant) -> _Claimant | None:
+        """An older Service that requests the address the holder holds by its own request, and
+        may not share it with the holder: the contest goes to that one."""
+        if holder.requested.get(address.version) != address:
+            return None  # a hold that was never asked for by address is never taken away
+        for other in self.by_address.get(address, ()):
+            if other.age >= holder.age:
+                return None
+            if not _may_share(other, holder):
+                return other
+        return None
+
+
+def _may_share(one: _Claimant, other: _Claimant) -> bool:
+    return bool(one.sharing_key) and one.sharing_key == other.sharing_key and not one.ports & other.ports
+
+
+def _keep_status(claimant: _Claimant, family: int, pools: Mapping[str, Pool], ledger: _Ledger,
+                 older: _OlderRequests) -> None:
     held = [ip for ip in claimant.status if ip.version == family]
     wanted = claimant.requested.get(family)
     reasons: list[str] = []
@@ -419,6 +518,9 @@ def _keep_status(claimant: _Claimant, family: int, pools: Mapping[str, Pool], le
         if reason is None:
             reason = ledger.conflict(address, claimant)
             reason = f"{address} {reason}" if reason else None
+        if reason is None:
+            rival = older.preempting(address, claimant)
+            reason = f"{address} is also requested by {rival.key}, which is older" if rival else None
         if reason is None and pool is not None:
             ledger.take(address, claimant)
             claimant.chosen[family] = (address, pool.name)
@@ -494,11 +596,14 @@ def _result_of(claimant: _Claimant) -> Allocation:
     entry = claimant.entry
     allocation = Allocation(
         cluster=str(entry.get("cluster", "")), namespace=claimant.namespace, name=str(entry.get("name", "")),
-        uid=str(entry.get("uid", "")), problems=claimant.problems, warnings=claimant.warnings,
+        uid=str(entry.get("uid", "")), problems=claimant.problems, warnings=claimant.warnings, release=claimant.release,
     )
     if claimant.failed:
         return allocation
-    for family, lb in zip(claimant.families, entry.get("loadbalancers") or []):
+    if claimant.release:
+        allocation.ips = [str(address) for address in claimant.status]
+        return allocation
+    for family, lb in zip(claimant.families, claimant.lbs):
         address, pool_name = claimant.chosen[family]
         allocation.ips.append(str(address))
         allocation.loadbalancers.append({**lb, "vip": str(address), "pool": pool_name})
@@ -520,17 +625,21 @@ def allocate(
     claimants = [_claimant_of(entry) for entry in services]
     reserved_ips = {ip for ip in (_ip_or_none(v) for v in reserved) if ip is not None}
     ledger = _Ledger(pools, reserved_ips)
-    ordered = sorted(claimants, key=lambda c: c.key)
     seen: set[str] = set()
-    for claimant in ordered:
+    for claimant in sorted(claimants, key=lambda c: c.key):
         if claimant.key in seen:
             claimant.fail("metadata.name", "listed twice")
         seen.add(claimant.key)
-        if not claimant.failed:
+        if not claimant.failed and not claimant.release:
             _check_pool_annotation(claimant, pools)
+    for claimant in claimants:
+        if claimant.release and not claimant.failed:
+            _hold_for_release(claimant, pools, ledger)
+    ordered = sorted((c for c in claimants if not c.release), key=lambda c: c.age)
+    older = _OlderRequests(ordered, pools)
     for claimant in ordered:
         for family in () if claimant.failed else claimant.families:
-            _keep_status(claimant, family, pools, ledger)
+            _keep_status(claimant, family, pools, ledger, older)
     for claimant in ordered:
         if claimant.failed:
             # Not served now, but its addresses stay out of reach for this run (after the

@@ -16,13 +16,24 @@ import difflib
 import hashlib
 import ipaddress
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+from ansible_collections.portico.gateway.plugins.module_utils.model.documents import (
+    LB_MODEL_FORMAT,
+    BackendSetPacker,
+    DocumentError,
+    decode,
+    encode,
+    set_id,
+)
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import (
     IPAddress,
     IPNetwork,
     Pool,
+    parse_address,
+    parse_network,
     pool_of,
 )
 from ansible_collections.portico.gateway.plugins.module_utils.model.problems import Problem, Report, field_path, render
@@ -30,11 +41,14 @@ from ansible_collections.portico.gateway.plugins.module_utils.model.problems imp
 PROTOCOLS = ("tcp", "udp")
 HEALTH_CHECK_TYPES = ("none", "tcp", "http", "https", "udp")
 SESSION_AFFINITIES = ("none", "client_ip")
+# Kubernetes' sessionAffinityConfig.clientIP.timeoutSeconds: default and valid range.
+DEFAULT_AFFINITY_TIMEOUT_S = 10800
+MAX_AFFINITY_TIMEOUT_S = 86400
 MAX_WEIGHT = 1000
 
 LB_FIELDS = (
     "name", "vip", "pool", "ports", "backends", "health_check", "source_ranges",
-    "preserve_source_ip", "session_affinity", "snat_address", "source",
+    "preserve_source_ip", "session_affinity", "session_affinity_timeout_s", "snat_address", "source",
 )
 PORT_FIELDS = ("name", "protocol", "port", "backend_port")
 BACKEND_FIELDS = ("address", "weight", "port", "name")
@@ -56,7 +70,9 @@ HEALTH_CHECK_DEFAULTS: dict[str, Any] = {
     "send": None,
     "expect": None,
 }
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,252}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,252}")  # whole names only (fullmatch)
+# Port names end up in nftables comments and status text: letters, digits, '.', '_', '-'.
+_PORT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 class LBValidationError(ValueError):
@@ -118,6 +134,8 @@ class LoadBalancer:
     source_ranges: tuple[str, ...] = ()
     preserve_source_ip: bool = True
     session_affinity: str = "none"
+    # client_ip only: how long a client keeps its backend after its last new connection.
+    session_affinity_timeout_s: int | None = None
     snat_address: str | None = None
     source: str = "static"
 
@@ -128,17 +146,45 @@ class LoadBalancer:
         digest = hashlib.sha256(self.name.encode()).hexdigest()[:8]
         return f"{slug}_{digest}" if slug else digest
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data, re-parseable by ``parse_loadbalancer`` (used to ship the model to modules)."""
-        data = asdict(self)
-        data.pop("family")
-        data["health_check"]["expected_status"] = list(self.health_check.expected_status)
-        data["ports"] = [dict(p) for p in data["ports"]]
-        data["backends"] = [{k: v for k, v in b.items() if v is not None} for b in data["backends"]]
-        data["source_ranges"] = list(self.source_ranges)
-        if data["snat_address"] is None:
-            data.pop("snat_address")
+    def to_dict(self, backends: Any = None) -> dict[str, Any]:
+        """Plain data, re-parseable by ``parse_loadbalancer`` (used to ship the model to modules).
+
+        ``backends``: what to write instead of the backend list (a backend set reference).
+        Spelled out field by field: ``dataclasses.asdict`` costs seconds at thousands of LBs.
+        """
+        check = self.health_check
+        data: dict[str, Any] = {
+            "name": self.name, "vip": self.vip, "pool": self.pool,
+            "ports": [{"name": p.name, "protocol": p.protocol, "port": p.port, "backend_port": p.backend_port} for p in self.ports],
+            "backends": backends if backends is not None else backend_dicts(self.backends),
+            "health_check": {
+                "type": check.type, "port": check.port, "path": check.path, "host": check.host,
+                "expected_status": list(check.expected_status), "interval_ms": check.interval_ms,
+                "timeout_ms": check.timeout_ms, "rise": check.rise, "fall": check.fall, "send": check.send,
+                "expect": check.expect,
+            },
+            "source_ranges": list(self.source_ranges), "preserve_source_ip": self.preserve_source_ip,
+            "session_affinity": self.session_affinity,
+        }
+        if self.session_affinity_timeout_s is not None:
+            data["session_affinity_timeout_s"] = self.session_affinity_timeout_s
+        if self.snat_address is not None:
+            data["snat_address"] = self.snat_address
+        data["source"] = self.source
         return data
+
+
+def backend_dicts(backends: Iterable[Backend]) -> list[dict[str, Any]]:
+    """Backends as plain data (fields that are not set are left out)."""
+    result = []
+    for backend in backends:
+        item: dict[str, Any] = {"address": backend.address, "weight": backend.weight}
+        if backend.port is not None:
+            item["port"] = backend.port
+        if backend.name is not None:
+            item["name"] = backend.name
+        result.append(item)
+    return result
 
 
 def _unknown_fields(raw: Mapping[str, Any], known: Sequence[str], parent: str, report: Report) -> None:
@@ -169,7 +215,7 @@ def _parse_ip(value: Any, where: str, report: Report) -> IPAddress | None:
         report.problem(where, f"expected an IP address, got {value!r}")
         return None
     try:
-        return ipaddress.ip_address(value.strip())
+        return parse_address(value)
     except ValueError:
         report.problem(where, f"{value!r} is not an IP address")
         return None
@@ -201,8 +247,8 @@ def _parse_ports(raw: Any, report: Report) -> tuple[Port, ...]:
         if "backend_port" in item:
             backend_port = _int_in(item["backend_port"], 1, 65535, field_path(where, "backend_port"), report)
         name = item.get("name")
-        if name is not None and not isinstance(name, str):
-            report.problem(field_path(where, "name"), f"expected a string, got {name!r}")
+        if name is not None and not (isinstance(name, str) and _PORT_NAME_RE.fullmatch(name)):
+            report.problem(field_path(where, "name"), f"expected letters, digits and . _ - (1-63 chars), got {name!r}")
             name = None
         if protocol is None or port is None or backend_port is None:
             continue
@@ -248,6 +294,31 @@ def _parse_backends(raw: Any, family: int | None, report: Report) -> tuple[Backe
         name = item.get("name")
         backends.append(Backend(address=str(address), weight=weight, port=port, name=name if isinstance(name, str) else None))
     return tuple(backends)
+
+
+class BackendSets:
+    """The backend sets of a document (``model.documents``): each set is parsed once per address
+    family and every LB that references it shares the result (and its problems, if any)."""
+
+    def __init__(self, raw_sets: Mapping[str, Any] | None = None):
+        self.raw: Mapping[str, Any] = raw_sets or {}
+        self._parsed: dict[tuple[str, int | None], tuple[tuple[Backend, ...], list[Problem]]] = {}
+
+    def backends(self, raw: Any, family: int | None, report: Report) -> tuple[Backend, ...]:
+        ident = set_id(raw)
+        if ident is None:
+            return _parse_backends(raw, family, report)
+        if ident not in self.raw:
+            report.problem("backends", f"unknown backend set {ident!r}")
+            return ()
+        key = (ident, family)
+        if key not in self._parsed:
+            scratch = Report("")
+            self._parsed[key] = (_parse_backends(self.raw[ident], family, scratch), scratch.problems)
+        parsed, problems = self._parsed[key]
+        for problem in problems:
+            report.problem(problem.field, problem.message)
+        return parsed
 
 
 def _parse_health_check(raw: Any, ports: Sequence[Port], report: Report) -> HealthCheck:
@@ -312,7 +383,7 @@ def _parse_source_ranges(raw: Any, family: int | None, report: Report) -> tuple[
     for index, item in enumerate(raw):
         where = field_path("source_ranges", index)
         try:
-            network = ipaddress.ip_network(str(item).strip(), strict=False)
+            network = parse_network(item)
         except ValueError:
             report.problem(where, f"{item!r} is not a CIDR")
             continue
@@ -360,12 +431,32 @@ def _parse_snat_address(raw: Any, family: int | None, report: Report) -> str | N
     return str(snat_ip)
 
 
-def parse_loadbalancer(raw: Any, pools: Mapping[str, Pool]) -> LoadBalancer:
-    """Parse, default and validate one definition; raise LBValidationError listing every problem."""
+def _parse_affinity(raw: Mapping[str, Any], report: Report) -> tuple[str, int | None]:
+    """session_affinity and its timeout: client_ip defaults to Kubernetes' 10800 s, and a timeout
+    without client_ip affinity is refused (as the API refuses a config with affinity None)."""
+    affinity = raw.get("session_affinity", "none")
+    if affinity not in SESSION_AFFINITIES:
+        report.problem("session_affinity", f"unknown value {affinity!r} (expected one of: {', '.join(SESSION_AFFINITIES)})")
+        return "none", None
+    timeout = raw.get("session_affinity_timeout_s")
+    if affinity != "client_ip":
+        if timeout is not None:
+            report.problem("session_affinity_timeout_s", "is only allowed with session_affinity client_ip")
+        return str(affinity), None
+    if timeout is None:
+        return "client_ip", DEFAULT_AFFINITY_TIMEOUT_S
+    return "client_ip", _int_in(timeout, 1, MAX_AFFINITY_TIMEOUT_S, "session_affinity_timeout_s", report)
+
+
+def parse_loadbalancer(raw: Any, pools: Mapping[str, Pool], backend_sets: BackendSets | None = None) -> LoadBalancer:
+    """Parse, default and validate one definition; raise LBValidationError listing every problem.
+
+    ``backend_sets``: the sets a ``{"set": id}`` backend list may refer to (``model.documents``).
+    """
     if not isinstance(raw, Mapping):
         raise LBValidationError([Problem("<unnamed>", "definition", f"expected a mapping, got {type(raw).__name__}")])
     name = raw.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         label = name if isinstance(name, str) and name else "<unnamed>"
         raise LBValidationError([Problem(label, "name", f"expected letters, digits and . _ / - (1-253 chars), got {name!r}")])
     report = Report(name)
@@ -373,15 +464,13 @@ def parse_loadbalancer(raw: Any, pools: Mapping[str, Pool]) -> LoadBalancer:
     vip, pool_name = _parse_vip(raw, pools, report)
     family = vip.version if vip is not None else None
     ports = _parse_ports(raw.get("ports"), report)
-    backends = _parse_backends(raw.get("backends"), family, report)
+    backends = (backend_sets or BackendSets()).backends(raw.get("backends"), family, report)
     health_check = _parse_health_check(raw.get("health_check"), ports, report)
     source_ranges = _parse_source_ranges(raw.get("source_ranges"), family, report)
     preserve = raw.get("preserve_source_ip", True)
     if not isinstance(preserve, bool):
         report.problem("preserve_source_ip", f"expected true or false, got {preserve!r}")
-    affinity = raw.get("session_affinity", "none")
-    if affinity not in SESSION_AFFINITIES:
-        report.problem("session_affinity", f"unknown value {affinity!r} (expected one of: {', '.join(SESSION_AFFINITIES)})")
+    affinity, affinity_timeout = _parse_affinity(raw, report)
     snat_address = _parse_snat_address(raw.get("snat_address"), family, report)
     source = raw.get("source", "static")
     if report.problems or vip is None:
@@ -389,7 +478,8 @@ def parse_loadbalancer(raw: Any, pools: Mapping[str, Pool]) -> LoadBalancer:
     return LoadBalancer(
         name=name, vip=str(vip), family=vip.version, pool=pool_name, ports=ports, backends=backends,
         health_check=health_check, source_ranges=source_ranges, preserve_source_ip=bool(preserve),
-        session_affinity=str(affinity), snat_address=snat_address, source=str(source),
+        session_affinity=affinity, session_affinity_timeout_s=affinity_timeout, snat_address=snat_address,
+        source=str(source),
     )
 
 
@@ -425,26 +515,40 @@ def _listener_clashes(lbs: Iterable[LoadBalancer], existing: Sequence[LoadBalanc
     return clashes
 
 
-def parse_loadbalancers(raws: Any, pools: Mapping[str, Pool], existing: Sequence[LoadBalancer] = ()) -> ModelResult:
+def parse_loadbalancers(
+    raws: Any, pools: Mapping[str, Pool], existing: Sequence[LoadBalancer] = (), backend_sets: Mapping[str, Any] | None = None,
+) -> ModelResult:
     """Parse a list of definitions; first definition wins a clash, later ones are refused.
 
-    ``existing`` are LBs accepted earlier (static ones, when parsing Services): their names and
-    listeners are taken, and they are not part of the result.
+    ``raws`` is a list of definitions, or an LB model document (``model.documents``, as JSON text
+    or decoded), whose backend sets then apply. ``existing`` are LBs accepted earlier (static
+    ones, when parsing Services): their names and listeners are taken, and they are not part of
+    the result. ``backend_sets``: the sets a plain list's definitions refer to.
     """
     if raws is None:
         raws = []
+    if isinstance(raws, (str, Mapping)):
+        try:
+            document = decode(raws, LB_MODEL_FORMAT, "loadbalancers")
+        except DocumentError as err:
+            return ModelResult([], [err.problem], [])
+        raws, backend_sets = document["loadbalancers"], document["backend_sets"]
     if not isinstance(raws, list):
         return ModelResult([], [Problem("loadbalancers", "", f"expected a list, got {type(raws).__name__}")], [])
+    sets = BackendSets(backend_sets)
     parsed: list[LoadBalancer] = []
     problems: list[Problem] = []
     refused: list[str] = []
     names: set[str] = {lb.name for lb in existing}
     for index, raw in enumerate(raws):
         try:
-            lb = parse_loadbalancer(raw, pools)
+            lb = parse_loadbalancer(raw, pools, sets)
         except LBValidationError as err:
-            problems.extend(err.problems)
-            refused.append(raw.get("name", f"loadbalancers[{index}]") if isinstance(raw, Mapping) else f"loadbalancers[{index}]")
+            name = raw.get("name") if isinstance(raw, Mapping) else None
+            label = name if isinstance(name, str) and name else f"loadbalancers[{index}]"
+            # A definition without a usable name is named by its place in the list.
+            problems.extend(replace(p, subject=label) if p.subject == "<unnamed>" else p for p in err.problems)
+            refused.append(label)
             continue
         if lb.name in names:
             problems.append(Problem(lb.name, "name", "defined twice"))
@@ -458,3 +562,20 @@ def parse_loadbalancers(raws: Any, pools: Mapping[str, Pool], existing: Sequence
         refused.append(name)
     valid = [lb for lb in parsed if lb.name not in clashes]
     return ModelResult(loadbalancers=valid, problems=problems, refused=refused)
+
+
+def encode_model(loadbalancers: Sequence[LoadBalancer]) -> str:
+    """The LB model document (JSON text) of validated LBs: each distinct backend list once."""
+    packer = BackendSetPacker()
+    refs: dict[int, tuple[tuple[Backend, ...], Any]] = {}
+    items = []
+    for lb in loadbalancers:
+        ref = None
+        if lb.backends:
+            known = refs.get(id(lb.backends))
+            if known is None or known[0] is not lb.backends:
+                known = (lb.backends, packer.ref(backend_dicts(lb.backends)))
+                refs[id(lb.backends)] = known
+            ref = known[1]
+        items.append(lb.to_dict(backends=ref))
+    return encode(LB_MODEL_FORMAT, items, packer.sets)

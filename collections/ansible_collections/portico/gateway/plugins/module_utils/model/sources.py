@@ -11,21 +11,28 @@ Static LBs win every clash, so a Service can never take over a configured VIP or
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+from ansible_collections.portico.gateway.plugins.module_utils.model.documents import SERVICES_FORMAT, decode
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import Allocation, Pool, allocate
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import (
     LoadBalancer,
     ModelResult,
     parse_loadbalancers,
 )
-from ansible_collections.portico.gateway.plugins.module_utils.model.problems import Problem
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import FieldSources, Problem
 
 
 @dataclass
 class ServiceStatus:
-    """What the write-back tells a Service: its addresses, or why it has none."""
+    """What the write-back tells a Service: its addresses, or why it has none.
+
+    ``release``: the Service is no longer Portico's to serve (being deleted, or out of scope);
+    ``ips`` are then the addresses held for it until the gateways withdrew them, and the
+    write-back clears its status and finalizer only after a converge that reached every gateway.
+    """
 
     cluster: str
     namespace: str
@@ -34,6 +41,8 @@ class ServiceStatus:
     ips: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    release: bool = False
+    release_reason: str = ""
 
     @property
     def key(self) -> str:
@@ -41,7 +50,7 @@ class ServiceStatus:
 
     @property
     def served(self) -> bool:
-        return bool(self.ips) and not self.problems
+        return bool(self.ips) and not self.problems and not self.release
 
 
 @dataclass
@@ -51,43 +60,72 @@ class MergedModel:
     services: list[ServiceStatus]
 
 
-def _status_of(allocation: Allocation) -> ServiceStatus:
+def _status_of(allocation: Allocation, entry: Mapping[str, Any]) -> ServiceStatus:
     return ServiceStatus(cluster=allocation.cluster, namespace=allocation.namespace, name=allocation.name,
                          uid=allocation.uid, ips=list(allocation.ips), problems=list(allocation.problems),
-                         warnings=list(allocation.warnings))
+                         warnings=list(allocation.warnings), release=allocation.release,
+                         release_reason=str(entry.get("release_reason") or ""))
 
 
 def _service_lbs(statuses: Sequence[ServiceStatus], allocations: Sequence[Allocation]) -> dict[str, ServiceStatus]:
     """LB name -> its Service, for the Services that got addresses."""
     owner: dict[str, ServiceStatus] = {}
     for status, allocation in zip(statuses, allocations):
-        if status.problems:
+        if status.problems or status.release:
             continue
         for lb in allocation.loadbalancers:
             owner[lb["name"]] = status
     return owner
 
 
-def _refuse_services(result: ModelResult, owner: Mapping[str, ServiceStatus]) -> set[str]:
-    """Give each Service the model's problems with its LBs; the keys of the Services refused."""
+def _refuse_services(result: ModelResult, owner: Mapping[str, ServiceStatus], sources: Mapping[str, FieldSources]) -> set[str]:
+    """Give each Service the model's problems with its LBs, on the Service's own fields (where the
+    translation recorded which field set the value); the keys of the Services refused."""
     refused = {owner[name].key for name in result.refused if name in owner}
     for problem in result.problems:
         status = owner.get(problem.subject)
         if status is not None and status.key in refused:
-            status.problems.append(problem)
+            located = sources[status.key].locate(problem) if status.key in sources else problem
+            if located not in status.problems:
+                status.problems.append(located)
     for status in owner.values():
         if status.key in refused:
             status.ips = []  # a Service is served whole (every family) or not at all
     return refused
 
 
-def merge(static_raws: Any, k8s_services: Sequence[Mapping[str, Any]], pools: Mapping[str, Pool]) -> MergedModel:
+def _field_sources(entries: Sequence[Mapping[str, Any]]) -> dict[str, FieldSources]:
+    sources = {}
+    for entry in entries:
+        key = "/".join(str(entry.get(part, "")) for part in ("cluster", "namespace", "name"))
+        fields = entry.get("field_sources")
+        if isinstance(fields, Mapping) and fields:
+            sources[key] = FieldSources(subject=key, fields=fields)
+    return sources
+
+
+def read_services(value: Any) -> tuple[list[Mapping[str, Any]], Mapping[str, Any]]:
+    """The entries and backend sets of ``portico_k8s_services`` (a document or a plain list)."""
+    document = decode(value, SERVICES_FORMAT, "portico_k8s_services")
+    return document["services"], document["backend_sets"]
+
+
+def merge(
+    static_raws: Any, k8s_services: Any, pools: Mapping[str, Pool], backend_sets: Mapping[str, Any] | None = None,
+) -> MergedModel:
+    """Static LBs first (strict), then Service entries: allocation, then the model (lenient).
+
+    ``k8s_services`` is a list of entries (with ``backend_sets`` for the backend set references
+    in their LBs) or a services document (``model.documents``), whose backend sets then apply.
+    """
+    if not isinstance(k8s_services, list):
+        k8s_services, backend_sets = read_services(k8s_services)  # DocumentError names the variable
     static = parse_loadbalancers(static_raws, pools)
     allocations = allocate(k8s_services, pools, reserved=[lb.vip for lb in static.loadbalancers])
-    statuses = [_status_of(allocation) for allocation in allocations]
+    statuses = [_status_of(allocation, entry) for allocation, entry in zip(allocations, k8s_services)]
     owner = _service_lbs(statuses, allocations)
-    k8s_raws = [lb for status, a in zip(statuses, allocations) if not status.problems for lb in a.loadbalancers]
-    services = parse_loadbalancers(k8s_raws, pools, existing=static.loadbalancers)
-    refused = _refuse_services(services, owner)
+    k8s_raws = [lb for status, a in zip(statuses, allocations) if not status.problems and not status.release for lb in a.loadbalancers]
+    services = parse_loadbalancers(k8s_raws, pools, existing=static.loadbalancers, backend_sets=backend_sets)
+    refused = _refuse_services(services, owner, _field_sources(k8s_services))
     served = [lb for lb in services.loadbalancers if owner[lb.name].key not in refused]
     return MergedModel(loadbalancers=static.loadbalancers + served, static_problems=static.problems, services=statuses)

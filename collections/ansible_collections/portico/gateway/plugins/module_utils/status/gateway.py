@@ -13,6 +13,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Mapping, Sequence
 
+from ansible_collections.portico.gateway.plugins.module_utils.model.documents import loadbalancer_items
+
 ESTABLISHED = "Established"
 
 
@@ -133,14 +135,15 @@ def status_table(gateways: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def tcp_endpoints(loadbalancers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """VIP and port of every TCP listener a gateway can be checked through, in model order.
+def tcp_endpoints(loadbalancers: Any) -> list[dict[str, Any]]:
+    """VIP and port of every TCP listener a gateway can be checked through, in model order
+    (``loadbalancers``: a list, or the LB model document ``portico_lb_model``).
 
     LBs restricted by ``source_ranges`` are left out: the gateway's own address may not be allowed.
     """
     seen: set[tuple[str, int]] = set()
     endpoints: list[dict[str, Any]] = []
-    for lb in loadbalancers:
+    for lb in loadbalancer_items(loadbalancers):
         if lb.get("source_ranges") or not lb.get("backends"):
             continue
         for port in lb.get("ports", []):
