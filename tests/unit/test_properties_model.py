@@ -67,7 +67,7 @@ def subjects_of(result: Any) -> set[str]:
 # --- any input: LBs or problems naming the object ------------------------------------
 
 
-@examples(300)
+@examples(200)
 @given(st.lists(hostile_lb(), max_size=6))
 @example([{"name": "web\n", "vip": "198.51.100.5", "ports": [{"port": 80}]}])
 @example([{"name": "v6", "vip": "2001:db8:100::5%eth0", "ports": [{"port": 80}]}])
@@ -87,7 +87,7 @@ def test_any_definitions_give_lbs_or_problems_naming_them(raws):
         assert_safe(lb)
 
 
-@examples(150)
+@examples(100)
 @given(any_json)
 def test_any_value_as_the_list_of_definitions(raw):
     """Not a list: a document (JSON text or decoded), nothing (None, ""), or a problem saying so."""
@@ -110,7 +110,7 @@ def valid_set(draw: st.DrawFn) -> list[dict[str, Any]]:
     return [draw(valid_lb(name=name, vip=vip)) for name, vip in zip(names, vips)]
 
 
-@examples(200)
+@examples(150)
 @given(valid_set(), st.lists(hostile_lb(), max_size=5), st.randoms(use_true_random=False))
 def test_valid_lbs_survive_next_to_invalid_ones(good, bad, rng):
     alone = parse_loadbalancers(good, POOLS)
@@ -137,7 +137,7 @@ def test_valid_lbs_survive_next_to_invalid_ones(good, bad, rng):
 # --- accepted LBs are stable data ------------------------------------------------------
 
 
-@examples(150)
+@examples(100)
 @given(st.lists(st.one_of(valid_lb(), hostile_lb()), max_size=6))
 def test_accepted_lbs_round_trip_through_their_document(raws):
     first = parse_loadbalancers(raws, POOLS)
@@ -146,7 +146,7 @@ def test_accepted_lbs_round_trip_through_their_document(raws):
     assert parse_loadbalancers(expanded_loadbalancers(encode_model(first.loadbalancers)), POOLS).loadbalancers == first.loadbalancers
 
 
-@examples(100)
+@examples(60)
 @given(valid_set(), st.randoms(use_true_random=False))
 def test_distinct_lbs_do_not_depend_on_order(good, rng):
     shuffled = list(good)
@@ -171,7 +171,7 @@ pool_body = st.one_of(
 )
 
 
-@examples(300)
+@examples(200)
 @given(st.one_of(any_json, st.dictionaries(hostile_text, pool_body, max_size=4)))
 @example({"public": {"addresses": ["2001:db8:100::%eth0/124"]}})
 @example({"public": {"addresses": ["2001:db8:100::1%eth0-2001:db8:100::9"]}})

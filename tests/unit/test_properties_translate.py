@@ -85,7 +85,7 @@ def pipeline(services: list[dict[str, Any]], slices: list[dict[str, Any]], optio
 # --- any Service: served, or problems on its own fields ----------------------------------
 
 
-@examples(150)
+@examples(100)
 @given(cluster_objects(), st.sampled_from([OPTIONS, DIRECT]))
 def test_every_service_is_served_or_told_why_on_its_own_fields(objects, options):
     services, slices = objects
@@ -103,7 +103,7 @@ def test_every_service_is_served_or_told_why_on_its_own_fields(objects, options)
             assert entry["loadbalancers"] and all(lb["name"].startswith(key_of(entry)) for lb in entry["loadbalancers"])
 
 
-@examples(100)
+@examples(60)
 @given(cluster_objects(), st.randoms(use_true_random=False))
 def test_entries_do_not_depend_on_list_order(objects, rng):
     services, slices = objects
@@ -117,7 +117,7 @@ def test_entries_do_not_depend_on_list_order(objects, rng):
         assert translate_cluster(*shuffled, options) == translate_cluster(services, slices, NODES, options)
 
 
-@examples(100)
+@examples(70)
 @given(cluster_objects(), st.sampled_from([OPTIONS, DIRECT]))
 def test_the_pipeline_serves_or_refuses_every_service_and_renders(objects, options):
     services, slices = objects
@@ -160,7 +160,7 @@ def ready_slice(svc: dict[str, Any]) -> dict[str, Any]:
             "ports": [{"name": p["name"], "protocol": p["protocol"], "port": p["targetPort"]} for p in svc["spec"]["ports"]]}
 
 
-@examples(100)
+@examples(60)
 @given(good_services(), cluster_objects(max_services=5), st.randoms(use_true_random=False))
 def test_good_services_survive_next_to_hostile_ones(good, hostile, rng):
     hostile_services, hostile_slices = hostile
@@ -213,7 +213,7 @@ def test_suggestions_are_known_annotations(key, value):
     assert hint is None or hint in PORTICO_ANNOTATIONS
 
 
-@examples(50)
+@examples(30)
 @given(st.data())
 def test_port_lists_of_any_length_are_served_or_refused_per_port(data):
     count = data.draw(st.integers(1, 40))
