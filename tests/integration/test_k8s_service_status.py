@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import subprocess
 from typing import Any
@@ -104,15 +105,14 @@ def test_invalid_input_is_refused_before_any_write(k8s_lab, tmp_path):
 def test_a_concurrent_change_between_read_and_write_is_retried(k8s_lab):
     """The status patch carries the resourceVersion it was computed from; on a 409 the module
     reads the Service again instead of overwriting someone else's change blindly."""
-    from kubernetes.client import CoreV1Api
-
     from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import K8sAuth, api_client
-    from ansible_collections.portico.gateway.plugins.modules.k8s_service_status import desired_ingress, write_ingress
+    from ansible_collections.portico.gateway.plugins.module_utils.k8s.writeback import desired_ingress
+    from ansible_collections.portico.gateway.plugins.modules.k8s_service_status import write_ingress
 
-    core = CoreV1Api(api_client(K8sAuth(kubeconfig=str(k8s_lab.kubeconfig))))
+    client = api_client(K8sAuth(kubeconfig=str(k8s_lab.kubeconfig)))
     stale = k8s_lab.api.get("Service", "default", "echo")
     k8s_lab.api.apply({**stale, "metadata": {**stale["metadata"], "labels": {"app": "echo", "edited": "yes"}}})
-    written = write_ingress(core, stale, desired_ingress([VIP], "VIP"), "portico")
+    written = write_ingress(client, stale, desired_ingress([VIP], "VIP"), "portico")
     assert written["status"]["loadBalancer"]["ingress"] == [{"ip": VIP, "ipMode": "VIP"}]
     assert k8s_lab.api.get("Service", "default", "echo")["metadata"]["labels"]["edited"] == "yes"
 
@@ -124,3 +124,105 @@ def test_cluster_without_ip_mode_is_not_patched_again(k8s_lab, tmp_path):
     k8s_lab.api.apply(echo)
     assert run(k8s_lab, tmp_path, ingress=[VIP])["changed"] is False
     assert run(k8s_lab, tmp_path, ingress=["198.51.100.51"])["changed"] is True
+
+
+# --- batch mode: one call for a whole cluster -------------------------------------------------
+
+
+def item(name: str, namespace: str = "default", **fields: Any) -> dict[str, Any]:
+    return {"cluster": "lab", "namespace": namespace, "name": name, "uid": "", "ips": [], "problems": [], "warnings": [],
+            "served": False, "release": False, "release_reason": "", **fields}
+
+
+def batch(lab: K8sLab, tmp: pathlib.Path, items: list[dict[str, Any]], *flags: str, **args: Any) -> dict[str, Any]:
+    document = json.dumps({"format": "portico.io/k8s-status/v1", "services": items})
+    task = {"portico.gateway.k8s_service_status": {"kubeconfig": str(lab.kubeconfig), "services": document, "cluster": "lab", **args},
+            "ignore_errors": True}
+    return task_results(play([task], tmp, *flags))[0]
+
+
+def portico_events(lab: K8sLab, name: str) -> list[tuple[str, str]]:
+    return [(e["reason"], e["message"]) for e in lab.api.list("Event", "default")
+            if e["involvedObject"]["name"] == name and e["source"] == {"component": "portico"}]
+
+
+SERVED = [item("echo", ips=[VIP], served=True), item("dns", ips=["198.51.100.11"], served=True),
+          item("echo-local", problems=["lab/default/echo-local: spec.healthCheckNodePort: 70000 is out of range 1-65535"])]
+
+
+def test_claim_marks_served_services_before_a_converge_and_writes_nothing_else(k8s_lab, tmp_path):
+    result = batch(k8s_lab, tmp_path, SERVED, stage="claim")
+    assert result["changed"] is True and result["counts"]["claimed"] == 2 and result["counts"]["status_written"] == 0
+    echo = k8s_lab.api.get("Service", "default", "echo")
+    assert echo["metadata"]["finalizers"] == ["service.kubernetes.io/load-balancer-cleanup"]
+    assert echo["metadata"]["annotations"]["portico.io/served-by"] == "portico.io/gateway"
+    assert ingress(k8s_lab) == [] and portico_events(k8s_lab, "echo") == []
+    assert "finalizers" not in k8s_lab.api.get("Service", "default", "echo-local")["metadata"]  # not served: not claimed
+    assert batch(k8s_lab, tmp_path, SERVED, stage="claim")["changed"] is False
+
+
+def test_publish_writes_what_differs_once_and_a_second_run_writes_nothing(k8s_lab, tmp_path):
+    first = batch(k8s_lab, tmp_path, SERVED, "--diff")
+    assert first["counts"]["status_written"] == 2 and first["counts"]["claimed"] == 2 and first["counts"]["events"] == 3
+    assert first["diff"]["after"]["lab/default/echo"] == [VIP]
+    assert ingress(k8s_lab) == [{"ip": VIP, "ipMode": "VIP"}]
+    assert portico_events(k8s_lab, "echo") == [("IPAllocated", f"Portico serves this Service on {VIP}")]
+    assert portico_events(k8s_lab, "echo-local") == [
+        ("NotServed", "lab/default/echo-local: spec.healthCheckNodePort: 70000 is out of range 1-65535")]
+    versions = {s["metadata"]["name"]: s["metadata"]["resourceVersion"] for s in k8s_lab.api.list("Service", "default")}
+    again = batch(k8s_lab, tmp_path, SERVED)
+    assert again["changed"] is False and again["counts"]["events"] == 0 and again["changed_services"] == []
+    assert {s["metadata"]["name"]: s["metadata"]["resourceVersion"] for s in k8s_lab.api.list("Service", "default")} == versions
+    assert len(k8s_lab.api.list("Event", "default")) == 3
+
+
+def test_check_mode_reports_but_writes_nothing(k8s_lab, tmp_path):
+    result = batch(k8s_lab, tmp_path, SERVED, "--check")
+    assert result["changed"] is True and result["counts"]["status_written"] == 2
+    assert ingress(k8s_lab) == [] and k8s_lab.api.list("Event") == []
+    assert "finalizers" not in k8s_lab.api.get("Service", "default", "echo")["metadata"]
+
+
+def test_a_focused_run_reads_and_writes_only_the_changed_services(k8s_lab, tmp_path):
+    result = batch(k8s_lab, tmp_path, SERVED, only=["lab/default/dns"])
+    assert result["counts"]["considered"] == 1 and result["changed_services"] == ["lab/default/dns"]
+    assert ingress(k8s_lab) == [] and ingress(k8s_lab, "default", "dns") == [{"ip": "198.51.100.11", "ipMode": "VIP"}]
+
+
+def test_a_release_waits_for_a_converge_of_every_gateway_then_the_deleted_service_goes(k8s_lab, tmp_path):
+    batch(k8s_lab, tmp_path, SERVED)
+    k8s_lab.api.delete("Service", "default", "echo")
+    terminating = k8s_lab.api.get("Service", "default", "echo")
+    assert terminating["metadata"]["deletionTimestamp"]  # held by the finalizer
+    releasing = [item("echo", uid=terminating["metadata"]["uid"], ips=[VIP], release=True, release_reason="being deleted")]
+    withheld = batch(k8s_lab, tmp_path, releasing)
+    assert withheld["changed"] is False and withheld["withheld"] == ["lab/default/echo"]
+    assert k8s_lab.api.get("Service", "default", "echo") is not None and ingress(k8s_lab) == [{"ip": VIP, "ipMode": "VIP"}]
+    released = batch(k8s_lab, tmp_path, releasing, release=True)
+    assert released["counts"]["released"] == 1
+    assert k8s_lab.api.get("Service", "default", "echo") is None
+    assert ("Released", f"Portico no longer serves this Service (being deleted); {VIP} withdrawn from every gateway") in \
+        portico_events(k8s_lab, "echo")
+    assert "service/echo" not in kubectl(k8s_lab, "get", "svc", "-o", "name").split()
+
+
+def test_a_service_that_left_the_scope_keeps_living_without_status_mark_or_finalizer(k8s_lab, tmp_path):
+    batch(k8s_lab, tmp_path, SERVED)
+    dns = k8s_lab.api.get("Service", "default", "dns")
+    dns["spec"] = {**dns["spec"], "type": "ClusterIP", "loadBalancerClass": None}
+    for port in dns["spec"]["ports"]:
+        port.pop("nodePort", None)
+    k8s_lab.api.apply(dns)
+    released = batch(k8s_lab, tmp_path, [item("dns", release=True, release_reason="type changed to ClusterIP")], release=True)
+    assert released["counts"]["released"] == 1
+    after = k8s_lab.api.get("Service", "default", "dns")
+    assert after["spec"]["type"] == "ClusterIP" and not after["metadata"].get("finalizers")
+    assert "portico.io/served-by" not in (after["metadata"].get("annotations") or {})
+    assert ingress(k8s_lab, "default", "dns") == []
+    assert batch(k8s_lab, tmp_path, [item("dns", release=True)], release=True)["changed"] is False
+
+
+def test_a_service_created_again_under_the_same_name_is_left_to_the_next_run(k8s_lab, tmp_path):
+    stale = item("echo", uid="00000000-0000-0000-0000-000000000000", ips=[VIP], served=True)
+    assert batch(k8s_lab, tmp_path, [stale])["changed"] is False
+    assert ingress(k8s_lab) == []

@@ -29,6 +29,7 @@ def status_item(status: ServiceStatus) -> dict[str, Any]:
         "cluster": status.cluster, "namespace": status.namespace, "name": status.name, "uid": status.uid,
         "ips": status.ips, "problems": render(status.problems), "warnings": render(status.warnings),
         "served": status.served, "release": status.release, "release_reason": status.release_reason,
+        "claimed": status.claimed,
     }
 
 
@@ -38,6 +39,7 @@ def counts(model: MergedModel) -> dict[str, int]:
         "services_served": sum(1 for s in model.services if s.served),
         "services_not_served": sum(1 for s in model.services if not s.served and not s.release),
         "services_releasing": sum(1 for s in model.services if s.release),
+        "services_to_claim": sum(1 for s in model.services if s.served and not s.claimed),
     }
 
 
@@ -66,12 +68,15 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(str(err)) from None
         statuses = [status_item(status) for status in model.services]
         static_problems = render(model.static_problems)
+        tally = counts(model)
         result.update(
             problems=static_problems,
-            counts=counts(model),
+            counts=tally,
             vips=sorted({lb.vip for lb in model.loadbalancers}),
             ansible_facts={"portico_lb_model": encode_model(model.loadbalancers),
-                           "portico_k8s_status": encode(STATUS_FORMAT, statuses)},
+                           "portico_k8s_status": encode(STATUS_FORMAT, statuses),
+                           # How many Services the claim stage must mark before the converge (0: no call at all).
+                           "portico_k8s_to_claim": tally["services_to_claim"]},
         )
         for status in statuses:
             for problem in status["problems"]:

@@ -12,7 +12,7 @@ description:
     clusters with the official C(kubernetes) client and publishes the Services Portico serves as
     the variable C(portico_k8s_services) of the gateway group (O(gateway_group)), the cluster
     Nodes as C(portico_k8s_nodes), and how to reach each cluster again (kubeconfig, context,
-    host; never a token) as C(portico_k8s_clusters), for the status write-back.
+    host and the class it serves; never a token) as C(portico_k8s_clusters), for the status write-back.
   - C(portico_k8s_services) is a JSON document, a string (C(portico_k8s_services | from_json)
     shows it) with C(services), one entry per Service, and C(backend_sets), each distinct backend
     list once (every nodeport LB of a cluster shares one). As a string it costs Ansible nothing
@@ -329,8 +329,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
 
 def _connections(clusters: list[ClusterConfig]) -> dict[str, dict[str, Any]]:
-    """How the status write-back reaches each cluster again (never the bearer token)."""
+    """How the status write-back reaches each cluster again (never the bearer token), and the
+    class it marks the Services it claims with."""
     return {
-        cluster.name: {"kubeconfig": cluster.auth.kubeconfig, "context": cluster.auth.context, "host": cluster.auth.host}
+        cluster.name: {"kubeconfig": cluster.auth.kubeconfig, "context": cluster.auth.context, "host": cluster.auth.host,
+                       "load_balancer_class": cluster.options.load_balancer_class}
         for cluster in clusters
     }

@@ -8,34 +8,81 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: k8s_service_status
-short_description: Write a Service's load balancer IPs (and an Event) back to Kubernetes
+short_description: Write Services' load balancer status, finalizers and Events back to Kubernetes
 version_added: "0.1.0"
 description:
-  - Sets C(status.loadBalancer.ingress) of a Kubernetes Service to the given IPs, in the given
-    order, each with O(ip_mode); an empty list clears it. Only the C(status) subresource is
-    written, with a JSON merge patch guarded by the Service's C(resourceVersion) (retried on
-    a conflict), so C(kubectl get svc) shows the IP in EXTERNAL-IP.
-  - Optionally records a core/v1 Event on the Service (for example why it cannot be served).
-    An identical Event (same reason, type and message for the same Service UID) is not
-    duplicated; its C(count) and C(lastTimestamp) are bumped instead, as Kubernetes' own
-    event recorder does.
+  - Batch mode (O(services)) - brings every Service of one cluster to what C(portico.gateway.lb_validate)
+    decided (its C(portico_k8s_status) document) in one call, writing only what differs, from a bounded
+    pool of threads (O(workers)).
+  - In stage C(claim), before a converge, a Service about to be served gets the cleanup finalizer
+    C(service.kubernetes.io/load-balancer-cleanup) and the annotation C(portico.io/served-by) (the
+    class this Portico serves), so it is not removed while a VIP for it may be announced and is
+    recognised after it leaves Portico's scope. Nothing else is written.
+  - In stage C(publish), after the converge, C(status.loadBalancer.ingress) is set where it differs
+    (C(kubectl get svc) shows it in EXTERNAL-IP), and Events are recorded - C(IPAllocated) when an
+    address is written, C(NotServed) or C(ServedWithWarnings) once per distinct message while a
+    problem lasts. A Service Portico must release (being deleted, or out of its scope) gets its status
+    cleared, a C(Released) Event, and the annotation and finalizer removed (a deleted Service then
+    goes away) - only with O(release=true), which playbooks set when the converge reached every
+    gateway; otherwise it is left as it is and counted as withheld.
+  - A full run reads the cluster's Services with one list and Portico's Events with another; a run
+    limited by O(only) reads just those Services and their Events, so it costs in proportion to
+    what changed. Stage C(claim) reads only the served Services that did not carry the claim when the
+    inventory read them (C(claimed) in O(services)).
+  - Single mode (O(namespace), O(name)) - sets C(status.loadBalancer.ingress) of one Service to
+    O(ingress) and optionally records one O(event).
+  - Writes are JSON merge patches guarded by the resourceVersion they were computed from, retried
+    after a re-read on a conflict; status goes through the C(status) subresource.
   - Runs where the Kubernetes API is reachable, normally the controller (C(delegate_to=localhost)).
 author:
   - Portico developers (@portico)
 extends_documentation_fragment:
   - portico.gateway.k8s_auth
 options:
+  services:
+    description:
+      - Batch mode - the C(portico_k8s_status) document set by C(portico.gateway.lb_validate) (JSON
+        text), or a list of its items (C(cluster), C(namespace), C(name), C(uid), C(ips), C(problems),
+        C(warnings), C(served), C(release), C(release_reason), C(claimed)).
+    type: raw
+  cluster:
+    description: Batch mode - only the items of this cluster (the connection options reach it).
+    type: str
+  only:
+    description:
+      - Batch mode - only these Services (C(cluster/namespace/name) keys, as the watcher passes in
+        C(PORTICO_CHANGED)); empty means every Service of O(services).
+    type: list
+    elements: str
+    default: []
+  stage:
+    description: Batch mode - C(claim) before a converge, C(publish) after it.
+    type: str
+    choices: [claim, publish]
+    default: publish
+  release:
+    description:
+      - Batch mode - release the Services Portico gave up. Set it only after a converge that reached
+        every gateway without a failure, so that no gateway may still announce their VIPs.
+    type: bool
+    default: false
+  load_balancer_class:
+    description: Batch mode - the class this Portico serves, written as the C(portico.io/served-by) annotation.
+    type: str
+    default: portico.io/gateway
+  workers:
+    description: Batch mode - how many Services are written at the same time.
+    type: int
+    default: 8
   namespace:
-    description: Namespace of the Service.
+    description: Single mode - namespace of the Service.
     type: str
-    required: true
   name:
-    description: Name of the Service.
+    description: Single mode - name of the Service.
     type: str
-    required: true
   ingress:
     description:
-      - IP addresses (IPv4 or IPv6) for C(status.loadBalancer.ingress), in order.
+      - Single mode - IP addresses (IPv4 or IPv6) for C(status.loadBalancer.ingress), in order.
       - An empty list clears the status. When omitted, the status is left alone (only O(event) is recorded).
     type: list
     elements: str
@@ -48,7 +95,7 @@ options:
     default: VIP
   event:
     description:
-      - A core/v1 Event to record on the Service, with the keys C(type) (C(Normal), the default,
+      - Single mode - a core/v1 Event to record on the Service, with the keys C(type) (C(Normal), the default,
         or C(Warning)), C(reason) (required; short UpperCamelCase such as C(IPAllocated) or
         C(PoolExhausted)) and C(message) (required; a human-readable explanation).
       - A free-form dictionary checked by the module, because Ansible reserves the option name C(message).
@@ -58,12 +105,12 @@ options:
     type: str
     default: portico
   missing_ok:
-    description: Succeed without a change when the Service does not exist (it may have just been deleted).
+    description: Single mode - succeed without a change when the Service does not exist (it may have just been deleted).
     type: bool
     default: false
   event_repeat:
     description:
-      - What to do when an identical Event already exists. C(bump) raises its count as
+      - Single mode - what to do when an identical Event already exists. C(bump) raises its count as
         Kubernetes' event recorder does (a change); C(once) leaves it, so a periodic sync that
         keeps seeing the same problem stays idempotent.
     type: str
@@ -71,11 +118,20 @@ options:
     default: bump
 notes:
   - Supports check mode (reports what would change, writes nothing) and diff mode (the ingress
-    list before and after).
-  - Needs RBAC to get Services, patch C(services/status), and list, create and patch Events.
+    before and after, per Service written).
+  - Needs RBAC to list, get and patch Services, patch C(services/status), and list, create and patch
+    Events (docs/rbac.yaml).
 """
 
 EXAMPLES = r"""
+- name: After a converge that reached every gateway, publish status and release what Portico gave up
+  portico.gateway.k8s_service_status:
+    kubeconfig: /etc/portico/prod.kubeconfig
+    services: "{{ portico_k8s_status }}"
+    cluster: prod
+    release: true
+  delegate_to: localhost
+
 - name: Publish the VIP of default/echo
   portico.gateway.k8s_service_status:
     kubeconfig: /etc/portico/kubeconfig
@@ -97,54 +153,87 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+counts:
+  description:
+    - Batch mode - Services C(considered), C(missing) (gone since the inventory read them), C(claimed),
+      C(status_written), C(events), C(released), C(withheld) (releases waiting for a full converge),
+      C(failed).
+  returned: batch mode
+  type: dict
+  sample: {"considered": 5000, "missing": 0, "claimed": 0, "status_written": 3, "events": 3, "released": 1, "withheld": 0, "failed": 0}
+changed_services:
+  description: Batch mode - the keys of the Services written (or that would be, in check mode).
+  returned: batch mode
+  type: list
+  elements: str
+withheld:
+  description: Batch mode - the keys of the Services whose release waits for a converge that reaches every gateway.
+  returned: batch mode
+  type: list
+  elements: str
+failures:
+  description: "Batch mode - C(<key>: <what failed>) per Service a write failed for (the task then fails)."
+  returned: batch mode
+  type: list
+  elements: str
 ingress:
-  description: C(status.loadBalancer.ingress) after the run (what it would be, in check mode).
-  returned: always
+  description: Single mode - C(status.loadBalancer.ingress) after the run (what it would be, in check mode).
+  returned: single mode
   type: list
   elements: dict
   sample: [{"ip": "198.51.100.10", "ipMode": "VIP"}]
 found:
-  description: Whether the Service exists (false only with O(missing_ok)).
-  returned: always
+  description: Single mode - whether the Service exists (false only with O(missing_ok)).
+  returned: single mode
   type: bool
 event_created:
-  description: A new Event was (or, in check mode, would be) created.
-  returned: always
+  description: Single mode - a new Event was (or, in check mode, would be) created.
+  returned: single mode
   type: bool
 event_updated:
-  description: An identical Event existed and its count was (or would be) bumped.
-  returned: always
+  description: Single mode - an identical Event existed and its count was (or would be) bumped.
+  returned: single mode
   type: bool
 """
 
-import ipaddress
-import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import (
     HAS_KUBERNETES,
     KUBERNETES_IMPORT_ERROR,
+    ApiError,
     K8sAuth,
     K8sConfigError,
     api_client,
+    list_items,
+    request,
 )
-
-try:
-    from kubernetes.client import CoreV1Api
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-except ImportError:  # reported through HAS_KUBERNETES
-    pass
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.writeback import (
+    EVENT_SOURCE,
+    Desired,
+    Plan,
+    claim_patch,
+    current_ingress,
+    desired_ingress,
+    event_object,
+    plan,
+    read_status_document,
+    same_ingress,
+    seen_events,
+    status_patch,
+)
+from ansible_collections.portico.gateway.plugins.module_utils.model.documents import DocumentError
 
 MERGE_PATCH = "application/merge-patch+json"
 CONFLICT_RETRIES = 3  # another writer (e.g. a second controller) may patch the Service in between
-EVENT_SOURCE = "portico"
-REPORTING_COMPONENT = "portico.io/gateway"
+HTTP_NOT_FOUND = 404
+HTTP_CONFLICT = 409
 
 
 class StatusError(Exception):
@@ -155,26 +244,164 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _api_message(err: Any) -> str:
-    """The Status message of an API error (the body), else its HTTP reason."""
-    try:
-        return json.loads(err.body)["message"]
-    except (TypeError, ValueError, KeyError):
-        return str(err.reason)
+def service_path(namespace: str, name: str, subresource: str = "") -> str:
+    return f"/api/v1/namespaces/{namespace}/services/{name}" + (f"/{subresource}" if subresource else "")
 
 
-def _call(what: str, func: Any, *args: Any, expect: tuple[int, ...] = (), **kwargs: Any) -> Any:
-    """Call the API and return the decoded JSON (raw dicts keep the API's own field names).
-    API errors with a status in `expect` are re-raised for the caller; others become StatusError."""
+def read_service(client: Any, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        response = func(*args, _preload_content=False, **kwargs)
-    except ApiException as err:
-        if err.status in expect:
-            raise
-        raise StatusError(f"{what}: {err.status} {_api_message(err)}") from None
-    except HTTPError as err:
-        raise StatusError(f"{what}: cannot reach the Kubernetes API: {err}") from None
-    return json.loads(response.data)
+        return request(client, "GET", service_path(namespace, name))
+    except ApiError as err:
+        if err.status == HTTP_NOT_FOUND:
+            return None
+        raise StatusError(f"get Service {namespace}/{name}: {err}") from None
+
+
+def guarded_patch(client: Any, service: dict[str, Any], make_patch: Callable[[dict[str, Any]], dict[str, Any] | None],
+                  subresource: str, field_manager: str) -> dict[str, Any] | None:
+    """Merge-patch what ``make_patch`` computes from the Service as read (None: nothing left to
+    do); on a conflict read it again and recompute. Returns the Service after the write, or None
+    when it is gone."""
+    meta = service["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    for _attempt in range(CONFLICT_RETRIES):
+        patch = make_patch(service)
+        if patch is None:
+            return service
+        try:
+            return request(client, "PATCH", service_path(namespace, name, subresource), body=patch, content_type=MERGE_PATCH,
+                           query=[("fieldManager", field_manager)])
+        except ApiError as err:
+            if err.status == HTTP_NOT_FOUND:
+                return None
+            if err.status != HTTP_CONFLICT:
+                raise StatusError(f"patch Service {namespace}/{name}{'/' + subresource if subresource else ''}: {err}") from None
+        fresh = read_service(client, namespace, name)
+        if fresh is None:
+            return None
+        service = fresh
+    raise StatusError(f"patch Service {namespace}/{name}: still conflicting after {CONFLICT_RETRIES} attempts")
+
+
+def create_event(client: Any, service: dict[str, Any], event: dict[str, str], field_manager: str) -> None:
+    body = event_object(service, event, _now(), socket.gethostname(), f"{time.time_ns():x}")
+    namespace = service["metadata"]["namespace"]
+    try:
+        request(client, "POST", f"/api/v1/namespaces/{namespace}/events", body=body, query=[("fieldManager", field_manager)])
+    except ApiError as err:
+        raise StatusError(f"create Event in {namespace}: {err}") from None
+
+
+# --- batch mode ------------------------------------------------------------------------
+
+
+def apply_plan(client: Any, service: dict[str, Any], todo: Plan, mark: str, field_manager: str) -> None:
+    """The writes of one plan, in order: claim, status, Events, then the release of the claim."""
+    current: dict[str, Any] | None = service
+    if todo.claim:
+        current = guarded_patch(client, service, lambda s: claim_patch(s, mark, True), "", field_manager)
+    if current is not None and todo.ingress is not None:
+        wanted = todo.ingress
+        current = guarded_patch(client, current, lambda s: None if same_ingress(current_ingress(s), wanted) else status_patch(s, wanted),
+                                "status", field_manager)
+    for event in todo.events:
+        create_event(client, current or service, event, field_manager)
+    if current is not None and todo.unclaim:
+        guarded_patch(client, current, lambda s: claim_patch(s, mark, False), "", field_manager)
+
+
+def _parallel(workers: int, func: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    if len(items) <= 1 or workers <= 1:
+        return [func(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(func, items))
+
+
+def read_live(client: Any, items: list[Desired], focused: bool, workers: int) -> dict[str, dict[str, Any]]:
+    """The Services as they are now: one list for a full run, one read each for a focused one."""
+    if not focused:
+        services, _version = list_items(client, "/api/v1/services")
+        by_name = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in services}
+        return {item.key: by_name[(item.namespace, item.name)] for item in items if (item.namespace, item.name) in by_name}
+    found = _parallel(workers, lambda item: (item.key, read_service(client, item.namespace, item.name)), items)
+    return {key: service for key, service in found if service is not None}
+
+
+def read_seen(client: Any, live: dict[str, dict[str, Any]], focused: bool, workers: int) -> set[tuple[str, str, str, str]]:
+    """Portico's Events (the ones a run might otherwise record again)."""
+    selector = f"source={EVENT_SOURCE}"
+    if not focused:
+        return seen_events(list_items(client, "/api/v1/events", fieldSelector=selector)[0])
+
+    def of_service(service: dict[str, Any]) -> list[dict[str, Any]]:
+        meta = service["metadata"]
+        return list_items(client, f"/api/v1/namespaces/{meta['namespace']}/events",
+                          fieldSelector=f"{selector},involvedObject.uid={meta['uid']}")[0]
+
+    return seen_events(event for events in _parallel(workers, of_service, list(live.values())) for event in events)
+
+
+def run_batch(module: AnsibleModule, client: Any) -> dict[str, Any]:
+    params = module.params
+    try:
+        items = read_status_document(params["services"])
+    except DocumentError as err:
+        raise StatusError(f"services: {err}") from None
+    if params["cluster"]:
+        items = [item for item in items if item.cluster == params["cluster"]]
+    only = set(params["only"] or ())
+    if only:
+        items = [item for item in items if item.key in only]
+    focused = bool(only)
+    if params["stage"] == "claim":
+        # Only the served Services the inventory saw without the claim need one: read just those.
+        items, focused = [item for item in items if item.served and not item.claimed], True
+    workers = max(1, params["workers"])
+    try:
+        live = read_live(client, items, focused, workers)
+        seen = read_seen(client, live, focused, workers) if params["stage"] == "publish" else set()
+    except ApiError as err:
+        raise StatusError(f"reading Services and Events: {err}") from None
+    mark = params["load_balancer_class"]
+    plans = [(item, plan(item, live[item.key], seen, stage=params["stage"], release_allowed=params["release"], mark=mark,
+                         ip_mode=params["ip_mode"]))
+             for item in items if item.key in live]
+    todo = [(item, each) for item, each in plans if each.writes]
+    failures: list[str] = []
+    if not module.check_mode:
+        def write(pair: tuple[Desired, Plan]) -> str | None:
+            item, each = pair
+            try:
+                apply_plan(client, live[item.key], each, mark, params["field_manager"])
+            except (StatusError, ApiError) as err:
+                return f"{item.key}: {err}"
+            return None
+
+        failures = [failure for failure in _parallel(workers, write, todo) if failure]
+    result: dict[str, Any] = {
+        "changed": bool(todo),
+        "counts": {
+            "considered": len(items), "missing": len(items) - len(live),
+            "claimed": sum(1 for _item, each in todo if each.claim),
+            "status_written": sum(1 for _item, each in todo if each.ingress is not None),
+            "events": sum(len(each.events) for _item, each in todo),
+            "released": sum(1 for item, _each in todo if item.release),
+            "withheld": sum(1 for _item, each in plans if each.withheld),
+            "failed": len(failures),
+        },
+        "changed_services": [each.key for _item, each in todo],
+        "withheld": [each.key for _item, each in plans if each.withheld],
+        "failures": failures,
+    }
+    if module._diff:
+        changed_ingress = [each for _item, each in todo if each.ingress is not None]
+        result["diff"] = {"before": {each.key: each.before for each in changed_ingress},
+                          "after": {each.key: [entry["ip"] for entry in each.ingress or []] for each in changed_ingress},
+                          "before_header": "status.loadBalancer.ingress", "after_header": "status.loadBalancer.ingress"}
+    return result
+
+
+# --- single mode -------------------------------------------------------------------------
 
 
 def checked_event(event: dict[str, Any]) -> dict[str, str]:
@@ -191,113 +418,62 @@ def checked_event(event: dict[str, Any]) -> dict[str, str]:
     return checked
 
 
-def desired_ingress(ips: list[str], ip_mode: str) -> list[dict[str, str]]:
-    """Normalised, de-duplicated entries in the given order; invalid IPs are refused."""
-    entries: list[dict[str, str]] = []
-    for text in ips:
-        try:
-            ip = str(ipaddress.ip_address(text.strip()))
-        except ValueError:
-            raise StatusError(f"ingress: {text!r} is not an IP address") from None
-        if all(entry["ip"] != ip for entry in entries):
-            entries.append({"ip": ip, "ipMode": ip_mode})
-    return entries
-
-
-def current_ingress(service: dict[str, Any]) -> list[dict[str, Any]]:
-    return ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-
-
-def same_ingress(live: list[dict[str, Any]], wanted: list[dict[str, str]]) -> bool:
-    """Same IPs in the same order; ipMode compared only where the cluster keeps it.
-
-    API servers without the LoadBalancerIPMode feature drop ipMode, and entries may carry
-    other fields (ports): comparing whole entries would patch on every run.
-    """
-    if [entry.get("ip") for entry in live] != [entry["ip"] for entry in wanted]:
-        return False
-    return all("ipMode" not in entry or entry["ipMode"] == want["ipMode"] for entry, want in zip(live, wanted))
-
-
-def read_service(core: Any, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        return _call(f"get Service {namespace}/{name}", core.read_namespaced_service, name, namespace, expect=(404,))
-    except ApiException:
-        return None
-
-
-def write_ingress(core: Any, service: dict[str, Any], wanted: list[dict[str, str]], field_manager: str) -> dict[str, Any]:
-    """Merge-patch the status subresource; the resourceVersion makes a concurrent change a 409,
-    after which the Service is read again and the patch retried if still needed."""
-    namespace, name = service["metadata"]["namespace"], service["metadata"]["name"]
-    for _attempt in range(CONFLICT_RETRIES):
-        patch = {"metadata": {"resourceVersion": service["metadata"]["resourceVersion"]},
-                 "status": {"loadBalancer": {"ingress": wanted or None}}}  # null removes the list
-        try:
-            return _call(f"patch Service {namespace}/{name} status", core.patch_namespaced_service_status, name, namespace, patch,
-                         expect=(409,), field_manager=field_manager, _content_type=MERGE_PATCH)
-        except ApiException:
-            pass  # changed since we read it
-        service = read_service(core, namespace, name) or {}
-        if not service:
-            raise StatusError(f"Service {namespace}/{name} was deleted while its status was being written")
-        if current_ingress(service) == wanted:
-            return service
-    raise StatusError(f"patch Service {namespace}/{name} status: still conflicting after {CONFLICT_RETRIES} attempts")
-
-
-def find_event(core: Any, service: dict[str, Any], event: dict[str, str]) -> dict[str, Any] | None:
+def find_event(client: Any, service: dict[str, Any], event: dict[str, str]) -> dict[str, Any] | None:
     """An Event Portico already recorded on this Service (by UID) with the same type, reason and message."""
     meta = service["metadata"]
     selector = f"involvedObject.uid={meta['uid']},reason={event['reason']}"
-    events = _call(f"list Events in {meta['namespace']}", core.list_namespaced_event, meta["namespace"], field_selector=selector)
-    for item in events.get("items") or []:
+    try:
+        events = list_items(client, f"/api/v1/namespaces/{meta['namespace']}/events", fieldSelector=selector)[0]
+    except ApiError as err:
+        raise StatusError(f"list Events in {meta['namespace']}: {err}") from None
+    for item in events:
         if (item.get("message"), item.get("type"), (item.get("source") or {}).get("component")) == (event["message"], event["type"], EVENT_SOURCE):
             return item
     return None
 
 
-def new_event(service: dict[str, Any], event: dict[str, str]) -> dict[str, Any]:
-    meta, now = service["metadata"], _now()
-    return {
-        "apiVersion": "v1", "kind": "Event",
-        # The name scheme of client-go's event recorder: <object>.<hex nanoseconds>.
-        "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": meta["namespace"]},
-        "involvedObject": {"kind": "Service", "apiVersion": "v1", "namespace": meta["namespace"], "name": meta["name"],
-                           "uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
-        "type": event["type"], "reason": event["reason"], "message": event["message"],
-        "source": {"component": EVENT_SOURCE}, "reportingComponent": REPORTING_COMPONENT, "reportingInstance": socket.gethostname(),
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-    }
-
-
-def record_event(
-    core: Any, service: dict[str, Any], event: dict[str, str], field_manager: str, check_mode: bool, repeat: str = "bump"
-) -> tuple[bool, bool]:
+def record_event(client: Any, service: dict[str, Any], event: dict[str, str], field_manager: str, check_mode: bool,
+                 repeat: str = "bump") -> tuple[bool, bool]:
     """Create the Event, or bump the identical one (or leave it, with repeat=once); returns (created, updated)."""
-    existing = find_event(core, service, event)
+    existing = find_event(client, service, event)
     if existing is not None and repeat == "once":
         return False, False
     if check_mode:
         return existing is None, existing is not None
-    namespace = service["metadata"]["namespace"]
     if existing is None:
-        _call(f"create Event in {namespace}", core.create_namespaced_event, namespace, new_event(service, event), field_manager=field_manager)
+        create_event(client, service, event, field_manager)
         return True, False
+    namespace, name = service["metadata"]["namespace"], existing["metadata"]["name"]
     bump = {"count": (existing.get("count") or 1) + 1, "lastTimestamp": _now()}
-    _call(f"patch Event {namespace}/{existing['metadata']['name']}", core.patch_namespaced_event, existing["metadata"]["name"], namespace,
-          bump, field_manager=field_manager, _content_type=MERGE_PATCH)
+    try:
+        request(client, "PATCH", f"/api/v1/namespaces/{namespace}/events/{name}", body=bump, content_type=MERGE_PATCH,
+                query=[("fieldManager", field_manager)])
+    except ApiError as err:
+        raise StatusError(f"patch Event {namespace}/{name}: {err}") from None
     return False, True
 
 
-def run(module: AnsibleModule) -> dict[str, Any]:
+def write_ingress(client: Any, service: dict[str, Any], wanted: list[dict[str, str]], field_manager: str) -> dict[str, Any]:
+    """Patch the status subresource, guarded by the resourceVersion the Service was read at (a
+    concurrent change is a 409: read again, and patch again if still needed)."""
+    written = guarded_patch(client, service, lambda s: None if same_ingress(current_ingress(s), wanted) else status_patch(s, wanted),
+                            "status", field_manager)
+    if written is None:
+        meta = service["metadata"]
+        raise StatusError(f"Service {meta['namespace']}/{meta['name']} was deleted while its status was being written")
+    return written
+
+
+def run_single(module: AnsibleModule, client: Any) -> dict[str, Any]:
     params = module.params
     namespace, name = params["namespace"], params["name"]
-    wanted = desired_ingress(params["ingress"], params["ip_mode"]) if params["ingress"] is not None else None
+    try:
+        wanted = desired_ingress(params["ingress"], params["ip_mode"]) if params["ingress"] is not None else None
+    except ValueError as err:
+        raise StatusError(str(err)) from None
     event = checked_event(params["event"]) if params["event"] else None
-    core = CoreV1Api(api_client(K8sAuth.from_options(params)))
     result: dict[str, Any] = {"changed": False, "ingress": [], "found": False, "event_created": False, "event_updated": False}
-    service = read_service(core, namespace, name)
+    service = read_service(client, namespace, name)
     if service is None:
         if params["missing_ok"]:
             return result
@@ -309,10 +485,10 @@ def run(module: AnsibleModule) -> dict[str, Any]:
         header = f"Service {namespace}/{name} status.loadBalancer.ingress"
         result["diff"] = {"before": {"ingress": before}, "after": {"ingress": after}, "before_header": header, "after_header": header}
     if result["changed"] and not module.check_mode:
-        service = write_ingress(core, service, after, params["field_manager"])
+        service = write_ingress(client, service, after, params["field_manager"])
         result["ingress"] = current_ingress(service)
     if event:
-        created, updated = record_event(core, service, event, params["field_manager"], module.check_mode, params["event_repeat"])
+        created, updated = record_event(client, service, event, params["field_manager"], module.check_mode, params["event_repeat"])
         result.update(event_created=created, event_updated=updated, changed=result["changed"] or created or updated)
     return result
 
@@ -326,8 +502,15 @@ def main() -> None:
             api_key=dict(type="str", no_log=True),
             validate_certs=dict(type="bool", default=True),
             ca_cert=dict(type="path"),
-            namespace=dict(type="str", required=True),
-            name=dict(type="str", required=True),
+            services=dict(type="raw"),
+            cluster=dict(type="str"),
+            only=dict(type="list", elements="str", default=[]),
+            stage=dict(type="str", choices=["claim", "publish"], default="publish"),
+            release=dict(type="bool", default=False),
+            load_balancer_class=dict(type="str", default="portico.io/gateway"),
+            workers=dict(type="int", default=8),
+            namespace=dict(type="str"),
+            name=dict(type="str"),
             ingress=dict(type="list", elements="str"),
             ip_mode=dict(type="str", choices=["VIP", "Proxy"], default="VIP"),
             event=dict(type="dict"),
@@ -335,12 +518,22 @@ def main() -> None:
             missing_ok=dict(type="bool", default=False),
             event_repeat=dict(type="str", choices=["bump", "once"], default="bump"),
         ),
+        mutually_exclusive=[("services", "namespace"), ("services", "ingress"), ("services", "event")],
+        required_one_of=[("services", "namespace")],
+        required_together=[("namespace", "name")],
         supports_check_mode=True,
     )
     if not HAS_KUBERNETES:
         module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
     try:
-        result = run(module)
+        client = api_client(K8sAuth.from_options(module.params))
+        if module.params["services"] is not None:
+            result = run_batch(module, client)
+            if result["failures"]:
+                module.fail_json(msg=f"{len(result['failures'])} Service(s) could not be written: " + "; ".join(result["failures"][:10]),
+                                 **result)
+        else:
+            result = run_single(module, client)
     except (StatusError, K8sConfigError) as err:
         module.fail_json(msg=str(err))
     module.exit_json(**result)

@@ -15,7 +15,8 @@ description:
     and listener clashes) on the controller, without contacting the host.
   - Sets the fact C(portico_lb_model) to the normalised definitions of the valid LBs, and
     C(portico_k8s_status) to what each Kubernetes Service should show (addresses or reasons, or
-    that it is being released). Both are JSON documents (strings, see C(portico_k8s_services) of
+    that it is being released), and C(portico_k8s_to_claim) to how many served Services lack the
+    cleanup finalizer and Portico's mark. Both are JSON documents (strings, see C(portico_k8s_services) of
     the C(portico.gateway.k8s_services) inventory plugin), which the roles, modules and filters
     that read them decode; C(portico_lb_model | from_json) shows one.
   - The result is the same for every gateway. Run it once per play (C(run_once), which sets the
@@ -84,7 +85,7 @@ counts:
   description: How many LBs are valid, and how many Services are served, not served and being released.
   returned: always
   type: dict
-  sample: {"loadbalancers": 12, "services_served": 10, "services_not_served": 1, "services_releasing": 1}
+  sample: {"loadbalancers": 12, "services_served": 10, "services_not_served": 1, "services_releasing": 1, "services_to_claim": 2}
 vips:
   description: The distinct VIPs of the valid LBs.
   returned: always

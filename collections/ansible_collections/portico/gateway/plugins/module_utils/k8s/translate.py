@@ -188,6 +188,11 @@ def is_marked(service: Mapping[str, Any], options: TranslateOptions) -> bool:
     return (_meta(service).get("annotations") or {}).get(SERVED_BY_ANNOTATION) == options.load_balancer_class
 
 
+def is_claimed(service: Mapping[str, Any], options: TranslateOptions) -> bool:
+    """The Service carries the cleanup finalizer and this installation's mark."""
+    return has_cleanup_finalizer(service) and is_marked(service, options)
+
+
 @dataclass(frozen=True)
 class Scope:
     """What Portico does with one Service: ``serve``, ``release`` or ``skip``, and why."""
@@ -745,6 +750,7 @@ def translate_service(
         "backend_mode": settings.backend_mode,
         "loadbalancers": [] if report.problems else loadbalancers,
         "field_sources": _clash_sources(view.field_sources) if loadbalancers and not report.problems else {},
+        "claimed": is_claimed(service, options),
         "release": False,
         "problems": to_data(report.problems),
         "warnings": to_data(report.warnings),

@@ -43,6 +43,7 @@ class ServiceStatus:
     warnings: list[Problem] = field(default_factory=list)
     release: bool = False
     release_reason: str = ""
+    claimed: bool = False  # carried the cleanup finalizer and Portico's mark when it was read
 
     @property
     def key(self) -> str:
@@ -64,7 +65,7 @@ def _status_of(allocation: Allocation, entry: Mapping[str, Any]) -> ServiceStatu
     return ServiceStatus(cluster=allocation.cluster, namespace=allocation.namespace, name=allocation.name,
                          uid=allocation.uid, ips=list(allocation.ips), problems=list(allocation.problems),
                          warnings=list(allocation.warnings), release=allocation.release,
-                         release_reason=str(entry.get("release_reason") or ""))
+                         release_reason=str(entry.get("release_reason") or ""), claimed=entry.get("claimed") is True)
 
 
 def _service_lbs(statuses: Sequence[ServiceStatus], allocations: Sequence[Allocation]) -> dict[str, ServiceStatus]:
