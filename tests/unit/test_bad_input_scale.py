@@ -10,30 +10,21 @@ and the script nft loads stays valid (nft refuses a whole table for one bad line
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Any
 
 import pytest
+from portico_pipeline import assert_nft_loadable, run_site
 
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.options import RenderOptions
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import render_table
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import (
     SERVICE_NAME_LABEL,
     TranslateOptions,
-    translate_cluster,
-)
-from ansible_collections.portico.gateway.plugins.module_utils.model.documents import (
-    SERVICES_FORMAT,
-    BackendSetPacker,
-    encode,
 )
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import parse_pools
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import parse_loadbalancers
-from ansible_collections.portico.gateway.plugins.module_utils.model.sources import MergedModel, merge
+from ansible_collections.portico.gateway.plugins.module_utils.model.sources import MergedModel
 
 POOLS = parse_pools({"public": {"addresses": ["198.51.100.0/24", "2001:db8:100::/64"]}})
 OPTIONS = TranslateOptions(cluster="lab")
-NFT_COMMENT_MAX = 128  # nft: "comment too long, 128 characters maximum allowed"
 
 
 def node(index: int) -> dict[str, Any]:
@@ -74,25 +65,13 @@ ORDINARY = service("ordinary", created="2024-01-01T00:00:00Z")
 ORDINARY_SLICES = [ready_slice(ORDINARY, ["198.19.1.5"])]
 
 
-def run(services: list[dict[str, Any]], slices: list[dict[str, Any]], options: TranslateOptions = OPTIONS,
-        ) -> tuple[MergedModel, str]:
-    """translate -> inventory document -> lb_validate's merge -> the gateway's nft script."""
-    entries = translate_cluster(services, slices, NODES, options)
-    packer = BackendSetPacker()
-    for entry in entries:
-        entry["loadbalancers"] = packer.pack_loadbalancers(entry["loadbalancers"])
-    model = merge([], encode(SERVICES_FORMAT, entries, packer.sets), POOLS)
-    return model, render_table(model.loadbalancers, RenderOptions()).script
+def run(services: list[dict[str, Any]], slices: list[dict[str, Any]]) -> tuple[MergedModel, str]:
+    _entries, model, script = run_site(services, slices, NODES, OPTIONS, POOLS)
+    return model, script
 
 
 def status(model: MergedModel, name: str, namespace: str = "default"):
     return next(s for s in model.services if s.key == f"lab/{namespace}/{name}")
-
-
-def assert_nft_loadable(script: str) -> None:
-    for comment in re.findall(r'comment "([^"]*)"', script):
-        assert len(comment.encode()) <= NFT_COMMENT_MAX, comment
-    assert "%" not in script
 
 
 def assert_ordinary_untouched(model: MergedModel) -> None:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-import re
 from typing import Any
 
 from hypothesis import example, given
 from hypothesis import strategies as st
+from portico_pipeline import assert_nft_loadable, run_site
 from portico_strategies import (
     NODES,
     POOLS,
@@ -29,8 +29,6 @@ from portico_strategies import (
     service_port,
 )
 
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.options import RenderOptions
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import render_table
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.annotations import (
     PORTICO_ANNOTATIONS,
     annotation_field,
@@ -42,44 +40,19 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate impo
     TranslateOptions,
     translate_cluster,
 )
-from ansible_collections.portico.gateway.plugins.module_utils.model.documents import (
-    SERVICES_FORMAT,
-    BackendSetPacker,
-    encode,
-)
 from ansible_collections.portico.gateway.plugins.module_utils.model.problems import Report
-from ansible_collections.portico.gateway.plugins.module_utils.model.sources import merge
 
 OPTIONS = TranslateOptions(cluster="lab")
 DIRECT = TranslateOptions(cluster="lab", backend_mode="direct")
 STATIC = [{"name": "static-web", "vip": "198.51.100.9", "ports": [{"port": 80}], "backends": ["198.18.9.1"]}]
-# nft refuses a comment longer than this (NFTNL_UDATA_COMMENT_MAXLEN).
-NFT_COMMENT_MAX = 128
 
 
 def key_of(entry: dict[str, Any]) -> str:
     return f"{entry['cluster']}/{entry['namespace']}/{entry['name']}"
 
 
-def assert_nft_safe(script: str) -> None:
-    """What would make ``nft -f`` refuse the whole table (every LB, not only the bad one)."""
-    for comment in re.findall(r'comment "([^"]*)"', script):
-        assert len(comment.encode()) <= NFT_COMMENT_MAX, comment
-    assert "%" not in script
-    for line in script.splitlines():
-        assert line.count('"') % 2 == 0, line
-
-
 def pipeline(services: list[dict[str, Any]], slices: list[dict[str, Any]], options: TranslateOptions = OPTIONS):
-    """What a run does: the inventory document, lb_validate's merge, the gateway's nft script."""
-    entries = translate_cluster(services, slices, NODES, options)
-    packer = BackendSetPacker()
-    for item in entries:
-        item["loadbalancers"] = packer.pack_loadbalancers(item["loadbalancers"])
-    document = encode(SERVICES_FORMAT, entries, packer.sets)
-    model = merge(STATIC, document, POOLS)
-    script = render_table(model.loadbalancers, RenderOptions()).script
-    return entries, model, script
+    return run_site(services, slices, NODES, options, POOLS, STATIC)
 
 
 # --- any Service: served, or problems on its own fields ----------------------------------
@@ -128,7 +101,7 @@ def test_the_pipeline_serves_or_refuses_every_service_and_renders(objects, optio
         assert status.served or status.problems or status.release or not status.ips, status
         for problem in status.problems:
             assert problem.subject.startswith(status.key) and problem.message, problem
-    assert_nft_safe(script)
+    assert_nft_loadable(script)
 
 
 # --- good Services survive next to hostile ones -------------------------------------------
@@ -179,7 +152,7 @@ def test_good_services_survive_next_to_hostile_ones(good, hostile, rng):
     assert {key: served.get(key) for key in served_alone} == served_alone
     good_lbs = set(alone.loadbalancers)
     assert good_lbs <= set(together.loadbalancers)
-    assert_nft_safe(script)
+    assert_nft_loadable(script)
 
 
 # --- annotations -----------------------------------------------------------------------
