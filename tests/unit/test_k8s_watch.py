@@ -224,6 +224,29 @@ def test_other_load_balancer_class_is_like_not_served(state: ClusterState):
     assert state.event("Service", "MODIFIED", echo) == [Change("lab/default/echo", "Service now served")]
 
 
+def test_porticos_own_claim_is_dropped(state: ClusterState):
+    echo = lab("Service", "echo")
+    echo["metadata"]["finalizers"] = ["service.kubernetes.io/load-balancer-cleanup"]
+    echo["metadata"].setdefault("annotations", {})["portico.io/served-by"] = "portico.io/gateway"
+    assert state.event("Service", "MODIFIED", echo) == []
+
+
+def test_a_deletion_held_by_the_finalizer_and_leaving_the_scope_are_kept(state: ClusterState):
+    echo = lab("Service", "echo")
+    echo["metadata"]["finalizers"] = ["service.kubernetes.io/load-balancer-cleanup"]
+    echo["metadata"]["annotations"] = {"portico.io/served-by": "portico.io/gateway"}
+    state.event("Service", "MODIFIED", echo)
+    echo["metadata"]["deletionTimestamp"] = "2025-04-20T08:30:00Z"
+    assert state.event("Service", "MODIFIED", echo) == [Change("lab/default/echo", "Service scope changed")]
+    dns = lab("Service", "dns")
+    dns["metadata"]["annotations"] = {"portico.io/served-by": "portico.io/gateway"}
+    state.event("Service", "MODIFIED", dns)
+    dns["spec"]["type"] = "ClusterIP"
+    assert state.event("Service", "MODIFIED", dns) == [Change("lab/default/dns", "Service spec, scope changed")]
+    dns["metadata"]["annotations"] = {}  # released: out of scope and unmarked
+    assert state.event("Service", "MODIFIED", dns) == [Change("lab/default/dns", "Service no longer served")]
+
+
 def test_deleted_service_is_kept(state: ClusterState):
     assert state.event("Service", "DELETED", lab("Service", "dns")) == [Change("lab/default/dns", "Service deleted")]
 

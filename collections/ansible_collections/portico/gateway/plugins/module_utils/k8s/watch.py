@@ -38,12 +38,12 @@ from typing import Any
 
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import api_client
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.sources import ClusterConfig
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.annotations import SERVED_BY_ANNOTATION
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import (
     SERVICE_NAME_LABEL,
     TranslateOptions,
-    is_served,
     node_entries,
-    wants_namespace,
+    scope_of,
 )
 
 try:
@@ -94,17 +94,22 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def service_fingerprint(service: Mapping[str, Any], options: TranslateOptions) -> Fingerprint | None:
-    """Digests of what Portico reads from a Service it serves; None when it does not serve it.
+    """Digests of what Portico reads from a Service it serves or must release; None otherwise.
 
-    ``status`` is left out on purpose: Portico writes ``status.loadBalancer`` itself.
+    What Portico writes itself is left out on purpose, so its own writes never trigger the next
+    run: ``status``, the cleanup finalizer and its ``portico.io/served-by`` mark. The start of a
+    deletion (``deletionTimestamp``) is in: it turns a served Service into one to release.
     """
-    meta = _meta(service)
-    if not wants_namespace(str(meta.get("namespace", "")), options) or not is_served(service, options):
+    scope = scope_of(service, options)
+    if scope.action == "skip":
         return None
+    meta = _meta(service)
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != SERVED_BY_ANNOTATION}
     return {
         "spec": _digest(service.get("spec") or {}),
-        "annotations": _digest(meta.get("annotations") or {}),
+        "annotations": _digest(annotations),
         "labels": _digest(meta.get("labels") or {}),
+        "scope": _digest([scope.action, scope.reason]),
     }
 
 

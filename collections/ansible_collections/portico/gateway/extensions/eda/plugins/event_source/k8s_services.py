@@ -99,7 +99,7 @@ options:
     type: bool
     default: false
   serve_without_endpoints:
-    description: Serve a Service that has no ready endpoint (as in the inventory plugin).
+    description: Send a nodeport Service without a ready endpoint to the nodes anyway (as in the inventory plugin).
     type: bool
     default: false
   backend_mode:
