@@ -187,7 +187,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.dataplane.records 
     write_structure,
     write_text_atomic,
 )
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import describe, health_elements, render_table
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import describe, health_elements_differ, render_table
 
 
 def _applied(files: DataplaneFiles) -> DataplaneRecord | None:
@@ -289,7 +289,7 @@ def _drift(live: TableListing, recorded_structure: list | None, lbs: Sequence[Lo
     them; anyone else doing so is drift too)."""
     if recorded_structure is not None and recorded_structure != live.structure():
         return True
-    return live.health_elements() != health_elements(lbs, options, withheld)
+    return health_elements_differ(live.health_elements(), lbs, options, withheld)
 
 
 def _converge(module: AnsibleModule, nft: Nft, lbs: Sequence[LoadBalancer], options: RenderOptions, files: DataplaneFiles) -> None:

@@ -61,11 +61,13 @@ class Nft:
 
     def list_table(self, table: str, family: str = objects.TABLE_FAMILY) -> TableListing | None:
         """The live table as ``nft -j`` reports it, or None when the table does not exist."""
-        result = self._run("-j", "list", "table", family, table)
+        # Bytes, not text: json reads them as they are, and a big table's listing is not copied.
+        result = subprocess.run([self.binary, "-j", "list", "table", family, table], capture_output=True, check=False)
         if result.returncode != 0:
-            if "No such file or directory" in result.stderr or "does not exist" in result.stderr:
+            stderr = result.stderr.decode(errors="replace")
+            if "No such file or directory" in stderr or "does not exist" in stderr:
                 return None
-            raise NftError(f"nft list table {family} {table} failed: {result.stderr.strip()}")
+            raise NftError(f"nft list table {family} {table} failed: {stderr.strip()}")
         try:
             return TableListing.from_json(result.stdout)
         except ValueError as err:
@@ -79,16 +81,34 @@ class Nft:
 
 @dataclass(frozen=True)
 class TableListing:
-    """One table as ``nft -j list table`` lists it: ``({kind: body}, ...)``, metainfo left out."""
+    """One table as ``nft -j list table`` lists it, split by owner.
+
+    ``items``: every object (``{kind: body}``, metainfo left out) without the elements of the
+    health-owned sets and maps; ``health``: those elements, in the renderer's shape
+    (``render.health_elements``). Splitting at read time frees the bulk of a big table, the slot
+    map elements, as soon as they are converted.
+    """
 
     items: tuple[Mapping[str, Any], ...]
+    health: objects.HealthElements
 
     @classmethod
-    def from_json(cls, text: str) -> TableListing:
-        data = json.loads(text)
+    def from_json(cls, text: str | bytes) -> TableListing:
+        # Each slot map element holds a ``{"concat": [address, port]}``: read as a tuple it takes a
+        # third of the memory (``structure`` spells it as nft does again).
+        data = json.loads(text, object_hook=_compact_concat)
         if not isinstance(data, dict) or not isinstance(data.get("nftables"), list):
             raise ValueError("expected {\"nftables\": [...]}")
-        return cls(tuple(item for item in data["nftables"] if isinstance(item, dict) and "metainfo" not in item))
+        items: list[Mapping[str, Any]] = []
+        health: dict[str, frozenset[tuple]] = {}
+        for item in data["nftables"]:
+            if not isinstance(item, dict) or "metainfo" in item:
+                continue
+            for kind, body in item.items():
+                if kind in ("set", "map") and objects.is_health_owned(kind, body.get("name", "")):
+                    health[body["name"]] = frozenset(_element_values(elem) for elem in body.pop("elem", ()))
+            items.append(item)
+        return cls(tuple(items), health)
 
     def structure(self) -> list[dict[str, Any]]:
         """What the nft module owns, comparable between two listings of the same table.
@@ -100,8 +120,7 @@ class TableListing:
         kept: list[dict[str, Any]] = []
         for item in self.items:
             for kind, body in item.items():
-                owned = kind in ("set", "map") and objects.is_health_owned(kind, body.get("name", ""))
-                body = _without_volatile({key: value for key, value in body.items() if not (owned and key == "elem")})
+                body = _without_volatile(body)
                 if "elem" in body:
                     body["elem"] = sorted(body["elem"], key=lambda elem: json.dumps(elem, sort_keys=True))
                 kept.append({kind: body})
@@ -109,27 +128,33 @@ class TableListing:
 
     def health_elements(self) -> objects.HealthElements:
         """Elements of the health-owned sets and maps, in the renderer's shape (``render.health_elements``)."""
-        found: dict[str, frozenset[tuple]] = {}
-        for item in self.items:
-            for kind, body in item.items():
-                if kind in ("set", "map") and objects.is_health_owned(kind, body.get("name", "")):
-                    found[body["name"]] = frozenset(_element_values(elem) for elem in body.get("elem", ()))
-        return found
+        return self.health
+
+
+def _compact_concat(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and "concat" in obj and isinstance(obj["concat"], list):
+        return tuple(obj["concat"])
+    return obj
 
 
 def _without_volatile(value: Any) -> Any:
+    """Plain JSON data as nft printed it, without the keys that change by themselves."""
     if isinstance(value, dict):
         return {key: _without_volatile(item) for key, item in value.items() if key not in _VOLATILE_KEYS}
     if isinstance(value, list):
         return [_without_volatile(item) for item in value]
+    if isinstance(value, tuple):
+        return {"concat": [_without_volatile(item) for item in value]}
     return value
 
 
 def _atoms(value: Any) -> tuple[Any, ...]:
     """One key or value of an element as a flat tuple: concatenations split, IPv6 canonical."""
+    if isinstance(value, tuple):
+        if all(isinstance(part, (str, int)) and not (isinstance(part, str) and ":" in part) for part in value):
+            return value
+        return tuple(atom for part in value for atom in _atoms(part))
     if isinstance(value, dict):
-        if "concat" in value:
-            return tuple(atom for part in value["concat"] for atom in _atoms(part))
         if "elem" in value:  # an element with options (timeout, counter): its value only
             return _atoms(value["elem"].get("val"))
     if isinstance(value, str) and ":" in value:

@@ -24,7 +24,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Collection, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Collection, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import Backend, LoadBalancer, Port
 from ansible_collections.portico.gateway.plugins.module_utils.dataplane import objects
@@ -348,6 +348,23 @@ def render_table(
     return RenderedTable(_script(render_body(lbs, options, withheld), digest, options), intent, digest)
 
 
+def iter_health_elements(
+    lbs: Sequence[LoadBalancer], options: RenderOptions, withheld: Mapping[str, Collection[str]] | None = None,
+) -> Iterator[tuple[str, frozenset[tuple]]]:
+    """(name, elements) of every health-owned set and map ``render_table`` writes for this health
+    state, one at a time (a big table's slot maps need not all be held at once)."""
+    withheld = withheld or {}
+    rejecting: dict[str, set[tuple]] = {objects.no_backends_set(lb.family): set() for lb in lbs}
+    for service in service_ports(lbs):
+        mine = withheld.get(service.lb.name, ())
+        if service.balanced():
+            yield service.slot_map, frozenset(_slot_elements(service, options, mine))
+        if service.rejecting(mine):
+            rejecting[service.no_backends_set].add(service.listener_key)
+    for name, elements in rejecting.items():
+        yield name, frozenset(elements)
+
+
 def health_elements(
     lbs: Sequence[LoadBalancer], options: RenderOptions, withheld: Mapping[str, Collection[str]] | None = None,
 ) -> objects.HealthElements:
@@ -356,15 +373,20 @@ def health_elements(
     Compared with the live table's (``nft.TableListing.health_elements``): the health checker may
     change these elements, anyone else doing so is drift.
     """
-    withheld = withheld or {}
-    found: dict[str, set[tuple]] = {objects.no_backends_set(lb.family): set() for lb in lbs}
-    for service in service_ports(lbs):
-        mine = withheld.get(service.lb.name, ())
-        if service.balanced():
-            found[service.slot_map] = set(_slot_elements(service, options, mine))
-        if service.rejecting(mine):
-            found[service.no_backends_set].add(service.listener_key)
-    return {name: frozenset(elements) for name, elements in found.items()}
+    return dict(iter_health_elements(lbs, options, withheld))
+
+
+def health_elements_differ(
+    live: objects.HealthElements, lbs: Sequence[LoadBalancer], options: RenderOptions,
+    withheld: Mapping[str, Collection[str]] | None = None,
+) -> bool:
+    """Whether ``live`` is not what ``render_table`` writes for this health state."""
+    seen = 0
+    for name, elements in iter_health_elements(lbs, options, withheld):
+        seen += 1
+        if live.get(name) != elements:
+            return True
+    return seen != len(live)
 
 
 def render_health_update(
