@@ -66,9 +66,11 @@ sanity:
 ##   default: single gateway + Kubernetes; ha: VRRP pair; bgp: BGP/BFD/ECMP behind BIRD, rollout.
 molecule: molecule-default molecule-ha molecule-bgp
 
+# --destroy never: the lab is not molecule's, so after a failure there is nothing for molecule to
+# clean up (and the lab stays as it failed, for a look).
 molecule-default molecule-ha molecule-bgp: molecule-%:
 	bash lab/lab.sh scenario $*
-	molecule test -s $*
+	molecule test -s $* --destroy never
 
 bench:
 	bash bench/run
