@@ -391,8 +391,10 @@ def _parse_source_ranges(raw: Any, family: int | None, report: Report) -> tuple[
             report.problem(where, f"{network} is IPv{network.version} but the vip is IPv{family}")
             continue
         ranges.append(network)
-    # Collapsing keeps the rendered interval set free of overlaps nft would refuse.
-    return tuple(str(net) for net in ipaddress.collapse_addresses(ranges)) if ranges else ()
+    # Collapsing keeps the rendered interval set free of overlaps nft would refuse. Per family:
+    # with no valid vip both may be listed, and collapse_addresses raises on a mix.
+    return tuple(str(net) for version in (4, 6)
+                 for net in ipaddress.collapse_addresses(n for n in ranges if n.version == version))
 
 
 def _parse_vip(raw: Mapping[str, Any], pools: Mapping[str, Pool], report: Report) -> tuple[IPAddress | None, str]:
