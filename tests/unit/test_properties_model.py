@@ -75,6 +75,9 @@ def subjects_of(result: Any) -> set[str]:
 @example([{"name": "v6", "vip": "2001:db8:100::5", "ports": [{"port": 80}], "source_ranges": ["2001:db8::%eth0/32"]}])
 @example([{"name": "p", "vip": "198.51.100.5", "ports": [{"port": 80, "name": 'x"; flush ruleset; "'}]}])
 @example([{"name": {"a": 1}, "vip": "198.51.100.5"}, {"name": ["x"], "vip": "198.51.100.6"}])
+# A typo in the vip and source ranges of both families: collapse_addresses raised on the mix.
+@example([{"name": "web", "vip": "198.51.100.5", "ports": [{"port": 80}]},
+          {"name": "typo", "vip": "198.51.100.x", "ports": [{"port": 80}], "source_ranges": ["203.0.113.0/24", "2001:db8::/32"]}])
 def test_any_definitions_give_lbs_or_problems_naming_them(raws):
     result = parse_loadbalancers(raws, POOLS)
     assert len(result.loadbalancers) + len(result.refused) == len(raws)
