@@ -236,3 +236,45 @@ def test_unreachable_cluster_fails_the_source_instead_of_publishing_nothing(inve
     assert "cluster lab" in proc.stderr
     strict = inventory.run("ansible-inventory", "--list", env={"ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true"})
     assert strict.returncode != 0
+
+
+def test_a_focused_run_translates_only_what_changed(inventory: Inventory, apiserver: FakeApiServer):
+    """With a state directory, a run the watcher focuses (PORTICO_CHANGED, PORTICO_FULL=0) reuses
+    the entries of Services that did not change; Services are listed fresh every time."""
+    config = inventory.config(state_dir=str(inventory.tmp / "state"))
+    full = inventory.run("ansible-inventory", "--list", config=config, env={"PORTICO_FULL": "1"})
+    assert full.returncode == 0 and "translated" not in full.stderr  # nothing reused: a full read
+    # echo-local scales to zero; the watcher names it. dns does too, unnamed.
+    local_slice = next(s for s in apiserver.list("EndpointSlice", "default")
+                       if s["metadata"]["labels"]["kubernetes.io/service-name"] == "echo-local")
+    local_slice["endpoints"] = None
+    apiserver.apply(local_slice)
+    dns_slice = next(s for s in apiserver.list("EndpointSlice", "default")
+                     if s["metadata"]["labels"]["kubernetes.io/service-name"] == "dns")
+    dns_slice["endpoints"] = None
+    apiserver.apply(dns_slice)
+    echo = apiserver.get("Service", "default", "echo")
+    echo["status"] = {"loadBalancer": {"ingress": [{"ip": "198.51.100.20", "ipMode": "VIP"}]}}
+    apiserver.apply(echo)
+    focused = inventory.run("ansible-inventory", "--list", config=config,
+                            env={"PORTICO_FULL": "0", "PORTICO_CHANGED": json.dumps(["lab/default/echo-local"])})
+    assert focused.returncode == 0, focused.stderr
+    assert "1 translated, 4 reused" in focused.stderr
+    by_key = {f"{s['namespace']}/{s['name']}": s for s in services_of(json.loads(focused.stdout))}
+    assert by_key["default/echo-local"]["loadbalancers"][0]["backends"] == []  # translated again: no pods
+    assert by_key["default/echo"]["status_ips"] == ["198.51.100.20"]  # listed fresh, though reused
+    assert by_key["default/dns"]["warnings"] == []  # not named, slices not read again: the next full run sees it
+    # A Service that changed in what translation reads is translated even when not named.
+    dual = apiserver.get("Service", "default", "echo-dual")
+    dual["spec"]["ports"][0]["port"] = 8080
+    apiserver.apply(dual)
+    again = inventory.run("ansible-inventory", "--list", config=config,
+                          env={"PORTICO_FULL": "0", "PORTICO_CHANGED": json.dumps(["lab/default/echo-local"])})
+    by_key = {f"{s['namespace']}/{s['name']}": s for s in services_of(json.loads(again.stdout))}
+    assert by_key["default/echo-dual"]["loadbalancers"][0]["ports"][0]["port"] == 8080
+    # A Node key makes it a full run again.
+    node = inventory.run("ansible-inventory", "--list", config=config,
+                         env={"PORTICO_FULL": "0", "PORTICO_CHANGED": json.dumps(["lab//node1"])})
+    assert "reused" not in node.stderr
+    by_key = {f"{s['namespace']}/{s['name']}": s for s in services_of(json.loads(node.stdout))}
+    assert by_key["default/dns"]["warnings"]  # its slice has no endpoints now

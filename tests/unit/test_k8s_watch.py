@@ -414,6 +414,8 @@ def test_cli_passes_keys_in_the_environment_and_moves_huge_lists_to_the_file(cli
     deb.add([Change("lab/default/a", "Service added")], 0.0)
     env = runner.environment(deb.take(0.3), tmp_path / "f.json")
     assert json.loads(env["PORTICO_CHANGED"]) == ["lab/default/a"] and env["PORTICO_FULL"] == "0"
+    if "PORTICO_K8S_STATE_DIR" not in os.environ:
+        assert env["PORTICO_K8S_STATE_DIR"] == str(tmp_path)  # the inventory's snapshot lives with the watcher
     deb.finish(deb.running, True, 1.0)
     deb.add([Change(f"lab/default/service-{i:05d}", "Service added") for i in range(5000)], 1.0)
     env = runner.environment(deb.take(1.3), tmp_path / "f.json")

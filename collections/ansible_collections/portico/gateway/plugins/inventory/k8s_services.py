@@ -148,6 +148,31 @@ options:
     description: Items per list request (the API's C(limit)/C(continue) paging).
     type: int
     default: 500
+  state_dir:
+    description:
+      - A directory where the source keeps what it read last (each served Service's entry and a
+        digest of what its translation read), so that a focused run (O(changed), not O(full))
+        translates only the Services that changed and reuses the others' entries. The Services
+        are still listed every run (their status, finalizers and deletion are always current),
+        their EndpointSlices only for the Services translated again. C(bin/portico-watch) sets it
+        to its state directory. Unset, every run reads and translates everything.
+    type: path
+    env:
+      - name: PORTICO_K8S_STATE_DIR
+  changed:
+    description:
+      - The keys (C(cluster/namespace/name)) of the Services that changed since the last run, as a JSON
+        list, as C(bin/portico-watch) and the EDA rulebook pass them. A Node key (C(cluster//node))
+        makes the run a full one.
+    type: str
+    env:
+      - name: PORTICO_CHANGED
+  full:
+    description: Read everything, whatever O(changed) says (the watcher's full runs set C(PORTICO_FULL=1)).
+    type: bool
+    default: true
+    env:
+      - name: PORTICO_FULL
 """
 
 EXAMPLES = r"""
@@ -168,7 +193,6 @@ keyed_groups:
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from ansible.errors import AnsibleParserError
@@ -182,16 +206,30 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.sources import
     SourceError,
     parse_source,
 )
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.snapshot import (
+    ClusterSnapshot,
+    Snapshot,
+    focus_of,
+    load,
+    nodes_digest,
+    save,
+    snapshot_path,
+)
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import (
     SERVICE_NAME_LABEL,
     SKIP_REASONS,
+    TranslateOptions,
+    Translation,
     node_entries,
-    translate_cluster,
+    scope_of,
+    service_digest,
+    translate_services,
 )
 from ansible_collections.portico.gateway.plugins.module_utils.model.documents import (
     SERVICES_FORMAT,
     BackendSetPacker,
     encode,
+    set_id,
 )
 
 SERVICES_VAR = "portico_k8s_services"
@@ -200,13 +238,9 @@ NODES_VAR = "portico_k8s_nodes"
 CLUSTERS_VAR = "portico_k8s_clusters"
 # Cached data of another format (entries as a list, not a document) is fetched again.
 _CACHE_FORMAT = 3
+# A focused run that must translate more Services than this lists their EndpointSlices at once.
+_SLICES_ONE_BY_ONE = 50
 
-
-@dataclass
-class ClusterObjects:
-    services: list[dict[str, Any]]
-    endpoint_slices: list[dict[str, Any]]
-    nodes: list[dict[str, Any]]
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -251,62 +285,91 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 cached = None
             if isinstance(cached, dict) and cached.get("fingerprint") == fingerprint:
                 return cached
-        data = {"fingerprint": fingerprint, **self._fetch(clusters)}
+        data = {"fingerprint": fingerprint, **self._fetch(clusters, path, fingerprint)}
         if use_cache:
             self._cache[key] = data
         return data
 
-    def _fetch(self, clusters: list[ClusterConfig]) -> dict[str, Any]:
+    def _fetch(self, clusters: list[ClusterConfig], path: str, fingerprint: str) -> dict[str, Any]:
+        state_dir = self.get_option("state_dir")
+        store = snapshot_path(state_dir, path) if state_dir else None
+        focus = focus_of(self.get_option("changed"), bool(self.get_option("full")))
+        prior = load(store, fingerprint) if store and focus is not None else None
+        fresh = Snapshot(fingerprint)
+        packer = BackendSetPacker()
         services: list[dict[str, Any]] = []
         nodes: list[dict[str, Any]] = []
         for cluster in clusters:
-            objects = self._list_cluster(cluster)
-            skipped: dict[str, int] = {}
-            entries = translate_cluster(objects.services, objects.endpoint_slices, objects.nodes, cluster.options, skipped)
-            self._summary(cluster.name, entries, skipped)
-            services.extend(entries)
-            nodes.extend(node_entries(objects.nodes, cluster.name))
+            result, node_list, digest = self._read_cluster(cluster, prior.clusters.get(cluster.name) if prior else None, focus)
+            self._summary(cluster.name, result)
+            kept = ClusterSnapshot(digest)
+            for entry in result.entries:
+                entry["loadbalancers"] = packer.pack_loadbalancers(entry["loadbalancers"])
+                key = f"{entry['cluster']}/{entry['namespace']}/{entry['name']}"
+                if key in result.digests:
+                    kept.entries[key] = (result.digests[key], entry)
+            fresh.clusters[cluster.name] = kept
+            services.extend(result.entries)
+            nodes.extend(node_entries(node_list, cluster.name))
         services.sort(key=lambda entry: (entry["cluster"], entry["namespace"], entry["name"]))
-        packer = BackendSetPacker()
-        for entry in services:
-            entry["loadbalancers"] = packer.pack_loadbalancers(entry["loadbalancers"])
+        known = {**(prior.backend_sets if prior else {}), **packer.sets}
+        referenced = {set_id(lb.get("backends")) for entry in services for lb in entry["loadbalancers"]}
+        fresh.backend_sets = {ident: known[ident] for ident in sorted(referenced - {None}) if ident in known}
+        if store:
+            save(store, fresh)
         # Text: plain data that carries no template trust, and one value for Ansible to hold.
-        document = encode(SERVICES_FORMAT, services, packer.sets)
+        document = encode(SERVICES_FORMAT, services, fresh.backend_sets)
         return {"services": document, "nodes": json.loads(json.dumps(nodes))}
 
-    def _summary(self, cluster: str, entries: list[dict[str, Any]], skipped: dict[str, int]) -> None:
+    def _summary(self, cluster: str, result: Translation) -> None:
         """One line per cluster: what is served, released and skipped, and why."""
-        releasing = sum(1 for entry in entries if entry.get("release"))
-        parts = [f"{len(entries) - releasing} LoadBalancer Services to serve"]
+        releasing = sum(1 for entry in result.entries if entry.get("release"))
+        parts = [f"{len(result.entries) - releasing} LoadBalancer Services to serve"]
         if releasing:
             parts.append(f"{releasing} to release")
-        if skipped:
-            parts.append("skipped " + ", ".join(f"{count} {SKIP_REASONS[reason]}" for reason, count in sorted(skipped.items())))
+        if result.skipped:
+            parts.append("skipped " + ", ".join(f"{count} {SKIP_REASONS[reason]}" for reason, count in sorted(result.skipped.items())))
+        if result.translated < len(result.digests):
+            parts.append(f"{result.translated} translated, {len(result.digests) - result.translated} reused")
         self.display.display(f"k8s_services: cluster {cluster}: {'; '.join(parts)}", stderr=True)
 
-    def _list_cluster(self, cluster: ClusterConfig) -> ClusterObjects:
-        """Raw JSON lists (the API's own shape), paged."""
+    def _read_cluster(self, cluster: ClusterConfig, prior: ClusterSnapshot | None,
+                      focus: frozenset[str] | None) -> tuple[Translation, list[dict[str, Any]], str]:
+        """One cluster's entries: everything translated, or, on a focused run with a snapshot taken
+        with the same Nodes, only what changed. Raw JSON lists (the API's own shape), paged."""
         page, timeout = self.get_option("page_size"), self.get_option("request_timeout")
-        by_label = {"labelSelector": SERVICE_NAME_LABEL}
         try:
             client = api_client(cluster.auth)
-            include = list(cluster.options.namespaces)
-            if include:
-                services, slices = [], []
-                for namespace in include:
-                    services += list_items(client, f"/api/v1/namespaces/{namespace}/services", page_size=page, timeout=timeout)[0]
-                    slices += list_items(client, f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
-                                         page_size=page, timeout=timeout, **by_label)[0]
+            services = self._list(client, cluster.options, "/api/v1/services", "/api/v1/namespaces/{}/services")
+            node_list = list_items(client, "/api/v1/nodes", page_size=page, timeout=timeout)[0]
+            digest = nodes_digest(node_entries(node_list, cluster.name))
+            if prior is None or focus is None or prior.nodes_digest != digest:
+                slices = self._list(client, cluster.options, "/apis/discovery.k8s.io/v1/endpointslices",
+                                    "/apis/discovery.k8s.io/v1/namespaces/{}/endpointslices", labelSelector=SERVICE_NAME_LABEL)
+                return translate_services(services, slices, node_list, cluster.options), node_list, digest
+            changed = {key for key in focus if key.startswith(f"{cluster.name}/")}
+            todo = _to_translate(services, cluster.options, prior, changed)
+            if len(todo) > _SLICES_ONE_BY_ONE:
+                slices = self._list(client, cluster.options, "/apis/discovery.k8s.io/v1/endpointslices",
+                                    "/apis/discovery.k8s.io/v1/namespaces/{}/endpointslices", labelSelector=SERVICE_NAME_LABEL)
             else:
-                services = list_items(client, "/api/v1/services", page_size=page, timeout=timeout)[0]
-                slices = list_items(client, "/apis/discovery.k8s.io/v1/endpointslices", page_size=page, timeout=timeout, **by_label)[0]
-            nodes = list_items(client, "/api/v1/nodes", page_size=page, timeout=timeout)[0]
+                slices = [s for namespace, name in sorted(todo) for s in list_items(
+                    client, f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices", page_size=page, timeout=timeout,
+                    labelSelector=f"{SERVICE_NAME_LABEL}={name}")[0]]
         except K8sConfigError as err:
             raise AnsibleParserError(f"cluster {cluster.name}: {err}") from None
         except ApiError as err:
             raise AnsibleParserError(f"cluster {cluster.name}: listing Services, EndpointSlices and Nodes failed: {err}") from None
-        # Namespace and class filtering belong to translate_cluster (one place).
-        return ClusterObjects(services=services, endpoint_slices=slices, nodes=nodes)
+        return translate_services(services, slices, node_list, cluster.options, prior.entries, changed), node_list, digest
+
+    def _list(self, client: Any, options: TranslateOptions, everywhere: str, per_namespace: str, **query: Any) -> list[dict[str, Any]]:
+        """Every object of a kind, in the selected namespaces when the source names some (namespace
+        and class filtering proper belong to the translation: one place)."""
+        page, timeout = self.get_option("page_size"), self.get_option("request_timeout")
+        if not options.namespaces:
+            return list_items(client, everywhere, page_size=page, timeout=timeout, **query)[0]
+        return [item for namespace in options.namespaces
+                for item in list_items(client, per_namespace.format(namespace), page_size=page, timeout=timeout, **query)[0]]
 
     # --- inventory ---------------------------------------------------------------
 
@@ -326,6 +389,23 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._set_composite_vars(self.get_option("compose"), variables, host.name, strict=strict)
             self._add_host_to_composed_groups(self.get_option("groups"), variables, host.name, strict=strict)
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, host.name, strict=strict)
+
+
+def _to_translate(services: list[dict[str, Any]], options: TranslateOptions, prior: ClusterSnapshot,
+                  changed: set[str]) -> set[tuple[str, str]]:
+    """(namespace, name) of the served Services a focused run translates again: named as changed,
+    new, or changed in what translation reads (a change the watcher may have missed)."""
+    todo = set()
+    for service in services:
+        meta = service.get("metadata") or {}
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        key = f"{options.cluster}/{namespace}/{name}"
+        if scope_of(service, options).action != "serve":
+            continue
+        earlier = prior.entries.get(key)
+        if key in changed or earlier is None or earlier[0] != service_digest(service):
+            todo.add((namespace, name))
+    return todo
 
 
 def _connections(clusters: list[ClusterConfig]) -> dict[str, dict[str, Any]]:

@@ -27,10 +27,12 @@ never evaluated. Standard library only, like every module_util.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -798,6 +800,83 @@ def _broken_entry(service: Mapping[str, Any], options: TranslateOptions, err: Ex
     }
 
 
+@dataclass
+class Translation:
+    """One cluster's entries, with what a later run needs to reuse them."""
+
+    entries: list[dict[str, Any]]
+    digests: dict[str, str]  # entry key -> digest of what its translation read from the Service
+    skipped: dict[str, int]  # SKIP_REASONS key -> LoadBalancer Services skipped for it
+    translated: int = 0  # entries translated in this run (the others were reused)
+
+
+def service_digest(service: Mapping[str, Any]) -> str:
+    """What translating a Service reads from the Service itself (its EndpointSlices and the Nodes
+    aside): two Services with the same digest translate the same. Status, the finalizers and
+    Portico's mark are left out: entries reused across runs get those fresh (``refreshed``)."""
+    meta = _meta(service)
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != SERVED_BY_ANNOTATION}
+    text = json.dumps([meta.get("uid"), meta.get("creationTimestamp"), annotations, meta.get("labels") or {},
+                       service.get("spec") or {}], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
+
+
+def refreshed(entry: Mapping[str, Any], service: Mapping[str, Any], options: TranslateOptions) -> dict[str, Any]:
+    """An entry of an earlier run with what may have changed since without changing the
+    translation: the status addresses, the claim and the resourceVersion."""
+    return {**entry, "status_ips": _status_ips(service), "claimed": is_claimed(service, options),
+            "resource_version": str(_meta(service).get("resourceVersion", ""))}
+
+
+def _entry_key(options: TranslateOptions, namespace: str, name: str) -> str:
+    return f"{options.cluster}/{namespace}/{name}"
+
+
+def translate_services(
+    services: Iterable[Mapping[str, Any]],
+    endpoint_slices: Iterable[Mapping[str, Any]],
+    nodes: Iterable[Mapping[str, Any]],
+    options: TranslateOptions,
+    prior: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None,
+    changed: Collection[str] = (),
+) -> Translation:
+    """Entries for the Services Portico serves or must release in one cluster, sorted by
+    namespace/name; ``skipped`` counts the other LoadBalancer Services by ``SKIP_REASONS`` key.
+
+    ``prior`` (entry key -> (digest, entry) of an earlier run with the same Nodes) lets a focused
+    run reuse what it translated before: a served Service whose key is not in ``changed`` and
+    whose digest is the same keeps its entry (refreshed), so ``endpoint_slices`` need only hold
+    the slices of the others. Release entries are always made fresh (they cost nothing).
+    """
+    backends = node_backends(node_targets(nodes))
+    index = index_endpoint_slices(endpoint_slices)
+    result = Translation(entries=[], digests={}, skipped={})
+    for service in services:
+        meta = _meta(service)
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        try:
+            scope = scope_of(service, options)
+            if scope.action == "serve":
+                key = _entry_key(options, namespace, name)
+                digest = service_digest(service)
+                earlier = (prior or {}).get(key)
+                if earlier is not None and earlier[0] == digest and key not in changed:
+                    entry = refreshed(earlier[1], service, options)
+                else:
+                    entry = translate_service(service, index.get((namespace, name), []), backends, options)
+                    result.translated += 1
+                result.entries.append(entry)
+                result.digests[key] = digest
+            elif scope.action == "release":
+                result.entries.append(release_entry(service, options, scope.reason))
+            elif scope.reason != "type":
+                result.skipped[scope.reason] = result.skipped.get(scope.reason, 0) + 1
+        except Exception as err:  # pylint: disable=broad-except  # one odd object must not hide the others
+            result.entries.append(_broken_entry(service, options, err))
+    result.entries.sort(key=lambda entry: (entry["cluster"], entry["namespace"], entry["name"]))
+    return result
+
+
 def translate_cluster(
     services: Iterable[Mapping[str, Any]],
     endpoint_slices: Iterable[Mapping[str, Any]],
@@ -806,21 +885,9 @@ def translate_cluster(
     skipped: MutableMapping[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Entries for the Services Portico serves or must release in one cluster, sorted by
-    namespace/name. ``skipped`` counts the other LoadBalancer Services by ``SKIP_REASONS`` key."""
-    backends = node_backends(node_targets(nodes))
-    index = index_endpoint_slices(endpoint_slices)
-    entries = []
-    for service in services:
-        meta = _meta(service)
-        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
-        try:
-            scope = scope_of(service, options)
-            if scope.action == "serve":
-                entries.append(translate_service(service, index.get((namespace, name), []), backends, options))
-            elif scope.action == "release":
-                entries.append(release_entry(service, options, scope.reason))
-            elif skipped is not None and scope.reason != "type":
-                skipped[scope.reason] = skipped.get(scope.reason, 0) + 1
-        except Exception as err:  # pylint: disable=broad-except  # one odd object must not hide the others
-            entries.append(_broken_entry(service, options, err))
-    return sorted(entries, key=lambda entry: (entry["cluster"], entry["namespace"], entry["name"]))
+    namespace/name (``translate_services`` without reuse). ``skipped`` counts the other
+    LoadBalancer Services by ``SKIP_REASONS`` key."""
+    result = translate_services(services, endpoint_slices, nodes, options)
+    if skipped is not None:
+        skipped.update(result.skipped)
+    return result.entries
