@@ -9,12 +9,13 @@ import os
 import pathlib
 import subprocess
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
-
 from conftest import LAB_FIXTURES, REPO
+
 from lab.k8s_stub import FakeApiServer
 
 BIN = pathlib.Path(sys.executable).parent

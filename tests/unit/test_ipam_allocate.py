@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import (
     Allocation,

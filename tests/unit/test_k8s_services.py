@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import yaml
 
-from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import allocate, parse_pools
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import (
     TranslateOptions,
     index_endpoint_slices,
@@ -18,6 +17,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate impo
     translate_cluster,
     translate_service,
 )
+from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import allocate, parse_pools
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import parse_loadbalancers
 from ansible_collections.portico.gateway.plugins.module_utils.model.problems import from_data, render
 

@@ -13,7 +13,8 @@ import runpy
 import subprocess
 import sys
 import textwrap
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 import urllib3
@@ -33,8 +34,8 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.watch import (
     Change,
     ClusterState,
     ClusterWatcher,
-    DebounceSettings,
     Debouncer,
+    DebounceSettings,
     Outcome,
     Reconciler,
     WatchTimings,
