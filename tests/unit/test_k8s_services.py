@@ -389,3 +389,14 @@ def test_scaled_to_zero_service_keeps_its_address_and_gets_it_back():
     # A new Service without endpoints gets its address at once, and the same one when pods come.
     (new_idle,) = allocate(translate_cluster([IDLE_SERVICE], [IDLE_SLICE], ONE_NODE, OPTIONS), pools)
     assert new_idle.ips == first.ips
+
+
+def test_kube_proxy_node_health_check_is_one_check_per_node_for_every_cluster_service():
+    options = TranslateOptions(cluster="lab", node_health_check="kube_proxy")
+    by_key = entries(options)
+    kube_proxy = {"type": "http", "port": 10256, "path": "/healthz"}
+    assert by_key["default/echo"]["loadbalancers"][0]["health_check"] == kube_proxy
+    assert by_key["default/dns"]["loadbalancers"][0]["health_check"] == kube_proxy  # UDP too: it checks the node
+    assert by_key["default/local"]["loadbalancers"][0]["health_check"]["port"] == 32001  # Local: its own port
+    assert by_key["default/affinity"]["loadbalancers"][0]["health_check"]["path"] == "/ready"  # annotations still win
+    assert by_key["default/no-nodeports"]["loadbalancers"][0]["health_check"] == {"type": "tcp"}  # direct: the pods

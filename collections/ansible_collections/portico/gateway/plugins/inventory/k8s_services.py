@@ -132,6 +132,20 @@ options:
     default: nodeport
     env:
       - name: PORTICO_K8S_BACKEND_MODE
+  node_health_check:
+    description:
+      - How the gateways check the nodes of a nodeport Service with C(externalTrafficPolicy=Cluster)
+        (C(Local) ones always use their C(healthCheckNodePort)), unless its C(portico.io/health-check-*)
+        annotations say otherwise.
+      - C(node_port) connects to the Service's own first TCP nodePort (one check per Service and node;
+        none for UDP-only Services). C(kube_proxy) asks kube-proxy's node health, HTTP
+        C(:10256/healthz) (KEP-3836, as cloud load balancers do) - one check per node, the same for
+        every Service, which fails while the node is being drained or deleted.
+    type: str
+    choices: [node_port, kube_proxy]
+    default: node_port
+    env:
+      - name: PORTICO_K8S_NODE_HEALTH_CHECK
   gateway_group:
     description: The inventory group that receives the variables; compose and groups apply to its hosts.
     type: str

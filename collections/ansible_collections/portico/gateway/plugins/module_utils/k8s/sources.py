@@ -28,6 +28,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.annotations im
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import AUTH_OPTIONS, K8sAuth, current_context
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import (
     DEFAULT_LOAD_BALANCER_CLASS,
+    NODE_HEALTH_CHECKS,
     TranslateOptions,
 )
 from ansible_collections.portico.gateway.plugins.module_utils.model.problems import Problem, field_path
@@ -64,6 +65,7 @@ SOURCE_OPTIONS: Mapping[str, SourceOption] = {
     "serve_default_class": SourceOption("bool", False, "PORTICO_K8S_SERVE_DEFAULT_CLASS"),
     "serve_without_endpoints": SourceOption("bool", False, "PORTICO_K8S_SERVE_WITHOUT_ENDPOINTS"),
     "backend_mode": SourceOption("str", "nodeport", "PORTICO_K8S_BACKEND_MODE", BACKEND_MODES),
+    "node_health_check": SourceOption("str", "node_port", "PORTICO_K8S_NODE_HEALTH_CHECK", NODE_HEALTH_CHECKS),
 }
 
 
@@ -146,11 +148,16 @@ def _translate_options(name: str, options: Mapping[str, Any], subject: str) -> T
     mode = options.get("backend_mode") or "nodeport"
     if mode not in BACKEND_MODES:
         raise SourceError(Problem(subject, "backend_mode", f"unknown value {mode!r} (expected one of: {', '.join(BACKEND_MODES)})"))
+    node_check = options.get("node_health_check") or "node_port"
+    if node_check not in NODE_HEALTH_CHECKS:
+        raise SourceError(Problem(subject, "node_health_check",
+                                  f"unknown value {node_check!r} (expected one of: {', '.join(NODE_HEALTH_CHECKS)})"))
     return TranslateOptions(
         cluster=name,
         load_balancer_class=str(options.get("load_balancer_class") or DEFAULT_LOAD_BALANCER_CLASS),
         serve_default_class=bool(options.get("serve_default_class")),
         backend_mode=str(mode),
+        node_health_check=str(node_check),
         namespaces=_names(options, "namespaces", subject),
         exclude_namespaces=_names(options, "exclude_namespaces", subject),
         serve_without_endpoints=bool(options.get("serve_without_endpoints")),

@@ -68,6 +68,11 @@ from ansible_collections.portico.gateway.plugins.module_utils.model.problems imp
 )
 
 DEFAULT_LOAD_BALANCER_CLASS = "portico.io/gateway"
+# How nodeport backends of externalTrafficPolicy Cluster Services are checked: the Service's own
+# nodePort (one check per Service and node), or kube-proxy's node health (KEP-3836: one check per
+# node, the same for every Service, failing while the node drains).
+NODE_HEALTH_CHECKS = ("node_port", "kube_proxy")
+KUBE_PROXY_HEALTH_CHECK = {"type": "http", "port": 10256, "path": "/healthz"}
 EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 # The cloud-provider service controller's finalizer: a Service that carries it is not removed
@@ -120,6 +125,7 @@ class TranslateOptions:
     # A Service without a ready endpoint keeps (or gets) its address, unannounced and refusing
     # connections; True: in nodeport mode it is sent to the nodes anyway (kube-proxy decides).
     serve_without_endpoints: bool = False
+    node_health_check: str = "node_port"  # one of NODE_HEALTH_CHECKS
 
 
 @dataclass(frozen=True)
@@ -547,7 +553,7 @@ _HEALTH_CHECK_PORT = field_path("health_check", "port")
 
 
 def _default_health_check(
-    mode: str, spec: Mapping[str, Any], ports: Sequence[ServiceSpecPort], report: Report,
+    mode: str, spec: Mapping[str, Any], ports: Sequence[ServiceSpecPort], node_check: str, report: Report,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The health check a Service gets without annotations, and where its port came from."""
     tcp_ports = [port for port in ports if port.protocol == "tcp"]
@@ -557,6 +563,8 @@ def _default_health_check(
             report.problem("spec.healthCheckNodePort", "is required with externalTrafficPolicy Local")
         check = {"type": "http", "port": spec.get("healthCheckNodePort"), "path": "/healthz"}
         return check, {_HEALTH_CHECK_PORT: "spec.healthCheckNodePort"}
+    if mode == "nodeport" and node_check == "kube_proxy":
+        return dict(KUBE_PROXY_HEALTH_CHECK), {}  # the node's, not the Service's: UDP-only ones too
     if not tcp_ports:
         return {"type": "none"}, {}  # UDP-only: a TCP probe would always fail
     if mode == "nodeport":
@@ -691,7 +699,7 @@ def _service_view(
     ports = tuple(_spec_ports(spec, report))
     if mode == "nodeport":
         _check_node_ports(ports, report)
-    health_check, health_check_fields = _default_health_check(mode, spec, ports, report)
+    health_check, health_check_fields = _default_health_check(mode, spec, ports, options.node_health_check, report)
     affinity, timeout = _session_affinity(spec, report)
     return _ServiceView(
         key=key, mode=mode, ports=ports,

@@ -52,7 +52,7 @@ options:
     description:
       - A C(portico.gateway.k8s_services) inventory source file; its C(clusters), connection
         options, C(namespaces), C(exclude_namespaces), C(load_balancer_class),
-        C(serve_default_class), C(serve_without_endpoints) and C(backend_mode) are used, read as
+        C(serve_default_class), C(serve_without_endpoints), C(backend_mode) and C(node_health_check) are used, read as
         the inventory plugin reads them (its C(PORTICO_K8S_*) environment variables included).
         Options given here override the file's.
     type: path
@@ -102,6 +102,11 @@ options:
     description: Send a nodeport Service without a ready endpoint to the nodes anyway (as in the inventory plugin).
     type: bool
     default: false
+  node_health_check:
+    description: How the nodes of a nodeport Service with externalTrafficPolicy Cluster are checked (as in the inventory plugin).
+    type: str
+    choices: [node_port, kube_proxy]
+    default: node_port
   backend_mode:
     description: How gateways reach a Service without a C(portico.io/backend-mode) annotation (as in the inventory plugin).
     type: str
