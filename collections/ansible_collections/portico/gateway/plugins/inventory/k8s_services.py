@@ -256,7 +256,6 @@ _CACHE_FORMAT = 3
 _SLICES_ONE_BY_ONE = 50
 
 
-
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     NAME = "portico.gateway.k8s_services"
 
