@@ -2,7 +2,7 @@
 """The controller at a real cluster's size, through the Kubernetes API stand-in:
 
     python3 bench/controller_scale.py [--services 5000] [--nodes 50] [--baseline 100] [--trials 3]
-                                      [--no-watch] [--json out.json]
+                                      [--no-watch] [--quick] [--json out.json]
 
 For a generated cluster (bench/lib/cluster_gen.py: every node a backend in nodeport mode, 1-3
 ports, a tenth Local and a tenth direct with 10 pods) served by the API stand-in in its own
@@ -329,8 +329,8 @@ def report(services: int, nodes: int, baseline: int, results: dict[int, dict[str
         if key not in results[services]:
             continue
         small, big = results[baseline].get(key, float("nan")), results[services][key]
-        target = TARGETS.get(key)
-        verdict = "" if target is None else f"<= {target:g} s {'ok' if big <= target else 'MISSED'}"
+        target = TARGETS.get(key)  # set for 5,000 Services: smaller runs only show the number
+        verdict = "" if target is None or services < 5000 else f"<= {target:g} s {'ok' if big <= target else 'MISSED'}"
         print(f"  {label:58} {small:8.2f}s {big:8.2f}s  {big / small if small else float('nan'):6.1f}  {verdict}")
 
 
@@ -341,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=int, default=100)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--no-watch", action="store_true", help="skip the watcher path (it needs root for a network namespace)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 300 and 30 Services on 10 nodes, no watcher path")
     parser.add_argument("--json", type=pathlib.Path, help="also write the numbers here")
     parser.add_argument("--inside-netns", action="store_true", help=argparse.SUPPRESS)  # the watcher path, run in the namespace
     args = parser.parse_args(argv)
@@ -352,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"controller_scale: {err}", file=sys.stderr)
             return 1
         return 0
+    if args.quick:
+        args.services, args.baseline, args.nodes, args.no_watch = 300, 30, 10, True
     watch = not args.no_watch and os.geteuid() == 0
     if not args.no_watch and not watch:
         log("not root: the watcher path (a gateway in a network namespace) is skipped")
