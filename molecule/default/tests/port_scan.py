@@ -26,6 +26,7 @@ import sys
 import time
 
 PAYLOAD = b"portico-port-scan\n"
+RETRIES = 200  # of a probe the kernel refused with EAGAIN, 10 ms apart
 
 
 def parse_ports(text: str) -> list[int]:
@@ -47,7 +48,8 @@ class Scan:
         # (fd, start) by start time; an entry whose fd was closed (and maybe reused) since is stale.
         self.order: collections.deque[tuple[int, float]] = collections.deque()
 
-    def start(self, target: str, port: int) -> None:
+    def start(self, target: str, port: int) -> bool:
+        """Send the probe; False when the kernel said EAGAIN (no buffer or local port yet): retry."""
         family = socket.AF_INET6 if ipaddress.ip_address(target).version == 6 else socket.AF_INET
         kind = socket.SOCK_STREAM if self.proto == "tcp" else socket.SOCK_DGRAM
         sock = socket.socket(family, kind | socket.SOCK_NONBLOCK)
@@ -57,14 +59,18 @@ class Scan:
                 sock.send(PAYLOAD)
             except OSError as err:
                 code = err.errno
+        if code == errno.EAGAIN:
+            sock.close()
+            return False
         if code not in (0, errno.EINPROGRESS) or (self.proto == "tcp" and code == 0):
             self.finish(sock, target, port, code)
-            return
+            return True
         events = select.EPOLLOUT if self.proto == "tcp" else select.EPOLLIN
         self.poller.register(sock.fileno(), events | select.EPOLLERR)
         started = time.monotonic()
         self.in_flight[sock.fileno()] = (sock, target, port, started)
         self.order.append((sock.fileno(), started))
+        return True
 
     def finish(self, sock: socket.socket, target: str, port: int, code: int | None) -> None:
         result = self.results[target]
@@ -103,7 +109,12 @@ class Scan:
         for target, port in work:
             while len(self.in_flight) >= self.concurrency:
                 self.settle(0.01)
-            self.start(target, port)
+            for _attempt in range(RETRIES):
+                if self.start(target, port):
+                    break
+                self.settle(0.01)  # let answers and expiries free buffers and ports
+            else:
+                self.results[target]["errors"]["EAGAIN"].append(port)
             if len(self.in_flight) % 256 == 0:
                 self.settle(0)
         while self.in_flight:
