@@ -108,3 +108,31 @@ def is_health_owned(kind: str, name: str) -> bool:
     if kind == "map":
         return name.startswith(SLOT_MAP_PREFIX)
     return kind == "set" and name in HEALTH_OWNED_SETS
+
+
+# The traffic table (dataplane.traffic): counters only, kept by the health checker.
+TRAFFIC_TABLE = "portico_traffic"
+TRAFFIC_IN_CHAIN = "count_in"
+TRAFFIC_OUT_CHAIN = "count_out"
+# Per listener: packets/bytes toward the backends and back, new connections; per backend address:
+# new connections.
+TRAFFIC_IN = "in"
+TRAFFIC_OUT = "out"
+TRAFFIC_NEW = "new"
+TRAFFIC_LISTENER_KINDS = (TRAFFIC_IN, TRAFFIC_OUT, TRAFFIC_NEW)
+TRAFFIC_BACKEND_KIND = "backend"
+
+
+def traffic_map(kind: str, family: int) -> str:
+    """Listener (or backend address) -> its counter of this kind, per family."""
+    return f"{kind}{family}"
+
+
+def traffic_listener_counter(kind: str, vip: str, protocol: str, port: int) -> str:
+    """One listener's counter of one kind: named by the listener, so it outlives renames of its LB."""
+    return f"{kind}_{ipaddress.ip_address(vip).packed.hex()}_{protocol}{port}"
+
+
+def traffic_backend_counter(address: str) -> str:
+    """New connections sent to one backend address, over every LB that has it."""
+    return f"{TRAFFIC_BACKEND_KIND}_{ipaddress.ip_address(address).packed.hex()}"

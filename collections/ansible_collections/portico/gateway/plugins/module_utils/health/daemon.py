@@ -39,12 +39,14 @@ from ansible_collections.portico.gateway.plugins.module_utils.dataplane.nft impo
 from ansible_collections.portico.gateway.plugins.module_utils.dataplane.records import load_health_state
 from ansible_collections.portico.gateway.plugins.module_utils.health.announce import Announcer, hook_runs
 from ansible_collections.portico.gateway.plugins.module_utils.health.applier import OK, STALE, Applier
+from ansible_collections.portico.gateway.plugins.module_utils.health.ha_metrics import HA_INTERVAL_S, HaReading, ha_text, read_all
 from ansible_collections.portico.gateway.plugins.module_utils.health.metrics import CONTENT_TYPE, Metrics, metrics_text
 from ansible_collections.portico.gateway.plugins.module_utils.health.probes import ProbeResult
 from ansible_collections.portico.gateway.plugins.module_utils.health.scheduler import ProbeScheduler
 from ansible_collections.portico.gateway.plugins.module_utils.health.settings import DEFAULT_CONFIG_FILE, Settings, load_settings
 from ansible_collections.portico.gateway.plugins.module_utils.health.status import STATUS_PATH, fetch_status, format_status
 from ansible_collections.portico.gateway.plugins.module_utils.health.tracker import Dataplane, HealthTracker, daemon_details
+from ansible_collections.portico.gateway.plugins.module_utils.health.traffic import TrafficExporter
 
 LOG = logging.getLogger("portico-healthd")
 HTTP_TIMEOUT_S = 5
@@ -71,6 +73,8 @@ class Daemon:
         self.wake = asyncio.Event()
         self.metrics = Metrics()
         self.started = time.time()
+        self.traffic = TrafficExporter(settings.nft)
+        self.ha = HaReading()
 
     # -- state --------------------------------------------------------------------
 
@@ -99,6 +103,8 @@ class Daemon:
         for key, check in self.tracker.checks.items():
             scheduler.set(key, check.target, check.interval)
         self.metrics.keep_transitions_of(self.tracker.live_endpoints())
+        # The traffic counters follow the model: a delta in a worker thread (nft), off the probe loop.
+        asyncio.get_running_loop().run_in_executor(None, self.traffic.sync, dataplane.loadbalancers, dataplane.options.table)
         self.wake.set()
         LOG.info("loaded %d load balancers, %d checks (digest %s)", len(dataplane.loadbalancers),
                  len(self.tracker.checks), dataplane.digest or "-")
@@ -193,6 +199,16 @@ class Daemon:
             if self.tracker.dataplane.outdated(self.settings.dataplane_file):
                 self.reload_dataplane()
 
+    async def read_ha(self) -> None:
+        """BGP sessions, VRRP state and conntrack fill for /metrics, read in a worker thread (vtysh may be slow)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                self.ha = await loop.run_in_executor(None, read_all)
+            except Exception:  # pylint: disable=broad-except  # metrics must never stop the checker
+                LOG.exception("reading BGP, VRRP and conntrack state failed")
+            await asyncio.sleep(HA_INTERVAL_S)
+
     async def watchdog(self) -> None:
         usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         if not usec:
@@ -208,7 +224,9 @@ class Daemon:
                 pass
             path = request.split()[1].decode() if len(request.split()) > 1 else "/"
             if path == "/metrics":
-                body, kind, status = metrics_text(self.metrics, self.tracker).encode(), CONTENT_TYPE, "200 OK"
+                traffic = await asyncio.get_running_loop().run_in_executor(None, self.traffic.text)
+                text = metrics_text(self.metrics, self.tracker) + ha_text(self.ha) + traffic
+                body, kind, status = text.encode(), CONTENT_TYPE, "200 OK"
             elif path == STATUS_PATH:
                 body, kind, status = json.dumps(self.snapshot(), indent=1).encode(), "application/json", "200 OK"
             else:
@@ -238,7 +256,7 @@ class Daemon:
             except OSError as err:  # health checking matters more than its metrics
                 LOG.error("metrics listener %s:%s: %s", self.settings.metrics_address, self.settings.metrics_port, err)
         helpers = [loop.create_task(self.apply_loop()), loop.create_task(self.watch_dataplane()),
-                   loop.create_task(self.watchdog())]
+                   loop.create_task(self.watchdog()), loop.create_task(self.read_ha())]
         failed: list[str] = []
 
         def helper_done(task: asyncio.Task) -> None:
