@@ -12,9 +12,9 @@ RUFF_PATHS := bin/portico-watch roles/healthcheck/files/portico-healthd bench la
 # What `make test` runs, in order; .ci/stages prints each stage's time at the end. Stages joined
 # by "+" run at the same time: they time nothing, and the image build (debootstrap, on a new
 # machine) mostly waits for the network. The lab goes down before the benchmarks, which measure CPU.
-TEST_STAGES := unit+lint+sanity+lab-image integration molecule-default molecule-ha molecule-bgp lab-down bench-quick
+TEST_STAGES := unit+lint+sanity+monitoring+lab-image integration molecule-default molecule-ha molecule-bgp lab-down bench-quick
 
-.PHONY: deps lab lab-up lab-converge lab-demo lab-down lab-image test unit integration lint sanity \
+.PHONY: deps lab lab-up lab-converge lab-demo lab-down lab-image test unit integration lint sanity monitoring \
 	molecule molecule-default molecule-ha molecule-bgp bench bench-quick clean
 
 deps:
@@ -60,6 +60,12 @@ lint:
 
 sanity:
 	cd $(COLLECTION) && ansible-test sanity --python 3.11 --color no
+
+# The alerting and recording rules (docs/monitoring): promtool's own checks, then its unit tests
+# (every alert fires in one case and stays quiet in another).
+monitoring:
+	promtool check rules docs/monitoring/portico-rules.yml
+	promtool test rules docs/monitoring/tests/*.test.yml
 
 ## The scenarios share the lab: each brings it to its own topology with new gateways (lab.sh
 ## scenario), then converges, checks idempotence and verifies with real traffic.
