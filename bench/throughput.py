@@ -5,16 +5,19 @@ Interleaved repetitions (order alternates) of:
   plain - no NAT table in the gateway; the client talks to the backend directly
           (192.0.2.14: same nginx/iperf3, see PLAIN_ADDR);
   vip   - Portico's ruleset with the 3-backend service 198.51.100.10 (tcp/80 and
-          tcp/5201), Maglev slot map, filter chain, conntrack on.
+          tcp/5201), Maglev slot map, filter chain, conntrack on;
+  vip+metrics (--traffic-metrics) - the same plus the traffic counters' table
+          (dataplane/traffic.py: per-listener and per-backend counters), reported against vip.
 Each runs wrk (-c 32 -t 2, `Connection: close`: every request a new connection),
 sequential connect/GET/close latency, and one iperf3 stream.
 
-Run: sudo python3 bench/throughput.py [--quick]
+Run: sudo python3 bench/throughput.py [--quick] [--traffic-metrics]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,17 +31,25 @@ from lib.netns_topology import (
     HTTP_PORT,
     IPERF_PORT,
     PLAIN_ADDR,
+    GW_NS,
     BenchError,
     check_prerequisites,
     flush_conntrack,
     lab_session,
     nft_apply,
     pin_cpu,
+    run,
     run_cli,
 )
-from lib.rulesets import MEASURED_VIP, UNLOAD_ALL, portico_ruleset
+from lib.rulesets import MEASURED_VIP, POOLS, UNLOAD_ALL, measured_lb, portico_ruleset
+
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane import objects  # noqa: E402  (path: lib.rulesets)
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.traffic import layout_of, table_script  # noqa: E402
+from ansible_collections.portico.gateway.plugins.module_utils.model import ipam, loadbalancer  # noqa: E402
 
 VARIANTS = ("plain", "vip")
+METRICS = "vip+metrics"
+UNLOAD_TRAFFIC = f"table inet {objects.TRAFFIC_TABLE}\ndelete table inet {objects.TRAFFIC_TABLE}\n"
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,11 @@ class Settings:
     reps: int
     seconds: int
     count: int
+    traffic_metrics: bool = False
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return (*VARIANTS, METRICS) if self.traffic_metrics else VARIANTS
 
 
 @dataclass(frozen=True)
@@ -65,20 +81,38 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 5)")
     parser.add_argument("--seconds", type=int, default=None, help="wrk and iperf3 duration (default 3)")
     parser.add_argument("--count", type=int, default=None, help="connections per latency run (default 1000)")
+    parser.add_argument("--traffic-metrics", action="store_true",
+                        help="also measure the VIP with the traffic counters' table, against the VIP without")
     args = parser.parse_args(argv)
     return Settings(
         reps=args.reps or (2 if args.quick else 5),
         seconds=args.seconds or (1 if args.quick else 3),
         count=args.count or (200 if args.quick else 1000),
+        traffic_metrics=args.traffic_metrics,
     )
 
 
+def traffic_script() -> str:
+    """The traffic counters' table for the measured service, rendered as portico-healthd does."""
+    model = loadbalancer.parse_loadbalancers([measured_lb((IPERF_PORT,))], ipam.parse_pools(POOLS))
+    return table_script(layout_of(model.loadbalancers))
+
+
+def counted_connections() -> int:
+    """New connections the traffic table counted for the measured service's HTTP listener."""
+    name = objects.traffic_listener_counter(objects.TRAFFIC_NEW, MEASURED_VIP, "tcp", HTTP_PORT)
+    listing = run(["nft", "-j", "list", "counter", "inet", objects.TRAFFIC_TABLE, name], ns=GW_NS).stdout
+    return next(item["counter"]["packets"] for item in json.loads(listing)["nftables"] if "counter" in item)
+
+
 def measure(variant: str, settings: Settings, vip_script: str) -> Sample:
-    nft_apply(UNLOAD_ALL)
+    nft_apply(UNLOAD_ALL + UNLOAD_TRAFFIC)
     flush_conntrack()
-    if variant == "vip":
+    if variant != "plain":
         nft_apply(vip_script)
-    host = MEASURED_VIP if variant == "vip" else PLAIN_ADDR
+    if variant == METRICS:
+        nft_apply(traffic_script())
+    host = PLAIN_ADDR if variant == "plain" else MEASURED_VIP
     retrans = client_syn_retransmits()
     wrk = wrk_conn_rate(f"http://{host}:{HTTP_PORT}/", settings.seconds)
     if wrk.note:
@@ -86,6 +120,9 @@ def measure(variant: str, settings: Settings, vip_script: str) -> Sample:
         raise BenchError(f"{variant}: {wrk.note}")
     lat = latency(host, HTTP_PORT, settings.count, budget=20.0)
     gbps = iperf3_gbps(host, IPERF_PORT, settings.seconds)
+    if variant == METRICS and counted_connections() < settings.count:
+        raise BenchError(f"{variant}: the traffic table counted {counted_connections()} new connections, "
+                         f"fewer than the {settings.count} of the latency run alone")
     return Sample(variant, wrk.conn_per_s, wrk.errors, gbps, lat.p50_us, lat.p99_us,
                   client_syn_retransmits() - retrans)
 
@@ -96,13 +133,13 @@ def run_all(settings: Settings) -> list[Sample]:
     with lab_session(with_iperf3=True):
         for rep in range(settings.reps):
             # Alternate which variant goes first so slow drift cancels out.
-            for variant in VARIANTS if rep % 2 == 0 else VARIANTS[::-1]:
+            for variant in settings.variants if rep % 2 == 0 else settings.variants[::-1]:
                 sample = measure(variant, settings, vip_script)
                 samples.append(sample)
-                print(f"  rep {rep} {variant:<5} conn/s {sample.conn_per_s:8.0f} (errors {sample.wrk_errors}) "
+                print(f"  rep {rep} {variant:<11} conn/s {sample.conn_per_s:8.0f} (errors {sample.wrk_errors}) "
                       f"{sample.gbps:6.2f} Gbit/s p50 {sample.p50_us:5.0f}us p99 {sample.p99_us:6.0f}us "
                       f"syn-retrans {sample.syn_retransmits}", file=sys.stderr)
-        nft_apply(UNLOAD_ALL)
+        nft_apply(UNLOAD_ALL + UNLOAD_TRAFFIC)
     return samples
 
 
@@ -112,7 +149,7 @@ def report(samples: list[Sample], settings: Settings) -> list[str]:
         return (f"{label:<34} | {spread(values['plain'], digits):>23} | {spread(values['vip'], digits):>23} | "
                 f"{ratio(median(values['vip']), median(values['plain'])):>8}")
 
-    reps = len(samples) // len(VARIANTS)
+    reps = len(samples) // len(settings.variants)
     cpu = pin_cpu()
     placement = f"client+backend on CPU {cpu}" if cpu is not None else "unpinned"
     return [
@@ -123,9 +160,27 @@ def report(samples: list[Sample], settings: Settings) -> list[str]:
         row("bulk Gbit/s (iperf3, 1 stream)", lambda s: s.gbps, 2),
         row(f"connect+GET+close p50 us (n={settings.count})", lambda s: s.p50_us, 0),
         row(f"connect+GET+close p99 us (n={settings.count})", lambda s: s.p99_us, 0),
-        "wrk socket errors: " + ", ".join(f"{v} {sum(s.wrk_errors for s in samples if s.variant == v)}" for v in VARIANTS)
+        "wrk socket errors: " + ", ".join(f"{v} {sum(s.wrk_errors for s in samples if s.variant == v)}" for v in settings.variants)
         + "; client SYN retransmits: "
-        + ", ".join(f"{v} {sum(s.syn_retransmits for s in samples if s.variant == v)}" for v in VARIANTS),
+        + ", ".join(f"{v} {sum(s.syn_retransmits for s in samples if s.variant == v)}" for v in settings.variants),
+    ] + (metrics_report(samples) if settings.traffic_metrics else [])
+
+
+def metrics_report(samples: list[Sample]) -> list[str]:
+    """The traffic counters' cost: the VIP with them against the VIP without, same run (target: conn/s >= 0.95x)."""
+    def row(label: str, getter: Callable[[Sample], float], digits: int) -> str:
+        values = {v: [getter(s) for s in samples if s.variant == v] for v in ("vip", METRICS)}
+        return (f"{label:<34} | {spread(values['vip'], digits):>23} | {spread(values[METRICS], digits):>23} | "
+                f"{ratio(median(values[METRICS]), median(values['vip'])):>8}")
+
+    return [
+        "",
+        "Traffic metrics on vs off (the same VIP, same run), median [min-max]",
+        f"{'metric':<34} | {'VIP':>23} | {'VIP + traffic metrics':>23} | {'on/off':>8}",
+        row("new conn/s (wrk -c32 -t2, close)", lambda s: s.conn_per_s, 0),
+        row("bulk Gbit/s (iperf3, 1 stream)", lambda s: s.gbps, 2),
+        row("connect+GET+close p50 us", lambda s: s.p50_us, 0),
+        row("connect+GET+close p99 us", lambda s: s.p99_us, 0),
     ]
 
 

@@ -42,8 +42,10 @@ def listing(script_layout: traffic.TrafficLayout, values: dict[str, tuple[int, i
     for name, elements in script_layout.elements().items():
         elem = [[{"concat": list(key)} if len(key) > 1 else key[0], counter] for key, counter in elements.items()]
         items.append({"map": {"family": "inet", "name": name, "table": objects.TRAFFIC_TABLE, "map": "counter", "elem": elem}})
-    for chain in (objects.TRAFFIC_IN_CHAIN, objects.TRAFFIC_OUT_CHAIN):
+    for chain in traffic.CHAINS:
         items.append({"chain": {"family": "inet", "name": chain, "table": objects.TRAFFIC_TABLE}})
+        for family in script_layout.families():
+            items.append({"rule": {"family": "inet", "table": objects.TRAFFIC_TABLE, "chain": chain, "comment": f"ipv{family}"}})
     return traffic.LiveTraffic.from_json(json.dumps({"nftables": items}))
 
 
@@ -67,7 +69,9 @@ def test_the_table_counts_only_and_keys_listeners_by_vip_protocol_port():
     assert "policy accept" in script
     assert '198.51.100.10 . udp . 53 : "new_c633640a_udp53"' in script
     assert '2001:db8:192::11 : "backend_20010db8019200000000000000000011"' in script
-    assert script.count("counter name") == 8  # 4 rules per family
+    assert script.count("counter name") == 8  # 4 chains, a lookup per family
+    # Only a family the model has is looked up: no cost for IPv6 packets on an IPv4-only gateway.
+    assert "ip6" not in traffic.table_script(traffic.layout_of(lbs(lb("web", "198.51.100.10"))))
 
 
 def test_an_unchanged_model_needs_no_transaction_and_a_change_is_a_delta_keeping_counters():
@@ -84,6 +88,17 @@ def test_an_unchanged_model_needs_no_transaction_and_a_change_is_a_delta_keeping
     # Elements naming a counter go before it is deleted.
     first_delete = next(i for i, line in enumerate(lines) if line.startswith("delete counter"))
     assert all(not line.startswith("delete element") for line in lines[first_delete:])
+
+
+def test_a_family_coming_or_going_rewrites_the_rules_and_keeps_the_counters():
+    v4 = lb("web", "198.51.100.10")
+    live = listing(traffic.layout_of(lbs(v4)), {"in_c633640a_tcp80": (5, 300)})
+    both = traffic.layout_of(lbs(v4, lb("web6", "2001:db8:100::10", backends=["2001:db8:192::11"])))
+    delta = traffic.sync_script(both, live).splitlines()
+    assert "flush chain inet portico_traffic count_in" in delta
+    assert 'add rule inet portico_traffic count_in counter name ip6 daddr . meta l4proto . th dport map @in6 comment "ipv6"' in delta
+    assert not any(line.startswith("delete counter") for line in delta)
+    assert traffic.sync_script(both, listing(both)) == ""
 
 
 def test_a_missing_or_foreign_table_is_created_whole():

@@ -112,8 +112,12 @@ def is_health_owned(kind: str, name: str) -> bool:
 
 # The traffic table (dataplane.traffic): counters only, kept by the health checker.
 TRAFFIC_TABLE = "portico_traffic"
+# Per packet (filter chains): toward the backends before DNAT, back to the clients after SNAT.
 TRAFFIC_IN_CHAIN = "count_in"
 TRAFFIC_OUT_CHAIN = "count_out"
+# Per new connection (nat chains: only a flow's first packet walks them): to a listener, to a backend.
+TRAFFIC_NEW_CHAIN = "count_new"
+TRAFFIC_BACKEND_CHAIN = "count_backend"
 # Per listener: packets/bytes toward the backends and back, new connections; per backend address:
 # new connections.
 TRAFFIC_IN = "in"

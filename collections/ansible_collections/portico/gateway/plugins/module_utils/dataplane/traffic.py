@@ -8,10 +8,17 @@ What it counts, with named counters looked up in maps:
 * per listener (VIP . protocol . port): packets and bytes toward the backends (``in``, in
   prerouting just before DNAT, so the key is still the VIP), packets and bytes back to the
   clients (``out``, in postrouting after the reply's source is the VIP again), and new
-  connections (the first packet of a flow: conntrack state ``new``);
+  connections (``new``);
 * per backend address: new connections DNATed to it, whatever the LB. Nodeport backends are
   shared by every Service of a cluster: keyed by address alone, these counters grow with the
   nodes, never with the Services.
+
+Cost is what decides the shape (measured with bench/throughput.py --traffic-metrics): each
+expression a packet walks costs, so the per-packet chains hold one lookup per family of the
+model and nothing else, and new connections are counted in nat chains, which conntrack walks
+for a flow's first packet only. No ``ct direction`` test: a reply never comes from a VIP's
+listener port before source NAT, nor goes to one after it, so each lookup only finds its own
+direction.
 
 Drops stay where they are decided: the main table's per-VIP counters (``objects.drop_counter``).
 
@@ -64,6 +71,10 @@ class TrafficLayout:
     listeners: tuple[Listener, ...] = ()
     backends: tuple[str, ...] = ()
 
+    def families(self) -> set[int]:
+        """The address families with something to count: the chains look up only theirs."""
+        return {listener.family for listener in self.listeners} | {ipaddress.ip_address(a).version for a in self.backends}
+
     def counters(self) -> dict[str, tuple[str, Any]]:
         """Counter name -> (kind, listener or backend address), for every counter of the layout."""
         names: dict[str, tuple[str, Any]] = {}
@@ -106,10 +117,12 @@ def structure_maps() -> list[str]:
             for kind in (*objects.TRAFFIC_LISTENER_KINDS, objects.TRAFFIC_BACKEND_KIND)]
 
 
+CHAINS = (objects.TRAFFIC_IN_CHAIN, objects.TRAFFIC_OUT_CHAIN, objects.TRAFFIC_NEW_CHAIN, objects.TRAFFIC_BACKEND_CHAIN)
+
+
 def structure() -> frozenset[tuple[str, str]]:
     """(kind, name) of the table's chains and maps: a live table with others is rebuilt."""
-    chains = {("chain", objects.TRAFFIC_IN_CHAIN), ("chain", objects.TRAFFIC_OUT_CHAIN)}
-    return frozenset(chains | {("map", name) for name in structure_maps()})
+    return frozenset({("chain", name) for name in CHAINS} | {("map", name) for name in structure_maps()})
 
 
 def _canonical_address(address: str) -> str:
@@ -125,28 +138,41 @@ def _nft_key(key: tuple[Any, ...]) -> str:
     return " . ".join(str(part) for part in key)
 
 
-def _chains() -> str:
-    """Both chains: accept policy and no verdicts, so counting never changes a packet's fate."""
-    listener = "daddr . meta l4proto . th dport"
-    reply = "saddr . meta l4proto . th sport"
-    inbound = [f"\tchain {objects.TRAFFIC_IN_CHAIN} {{",
-               # After the main table's filter (dstnat - 10: dropped packets are counted there),
-               # before DNAT (dstnat): the destination is still the VIP.
-               "\t\ttype filter hook prerouting priority dstnat - 5; policy accept;"]
-    outbound = [f"\tchain {objects.TRAFFIC_OUT_CHAIN} {{",
-                # After source NAT (srcnat): a reply's source is the VIP again.
-                "\t\ttype filter hook postrouting priority srcnat + 5; policy accept;"]
-    for family in objects.FAMILIES:
-        match = _MATCH[family]
-        inbound.append(f"\t\tct direction original counter name {match} {listener} "
-                       f"map @{objects.traffic_map(objects.TRAFFIC_IN, family)}")
-        inbound.append(f"\t\tct state new counter name {match} {listener} "
-                       f"map @{objects.traffic_map(objects.TRAFFIC_NEW, family)}")
-        outbound.append(f"\t\tct status dnat ct direction reply counter name {match} {reply} "
-                        f"map @{objects.traffic_map(objects.TRAFFIC_OUT, family)}")
-        outbound.append(f"\t\tct status dnat ct state new counter name {match} daddr "
-                        f"map @{objects.traffic_map(objects.TRAFFIC_BACKEND_KIND, family)}")
-    return "\n".join(inbound + ["\t}", ""] + outbound + ["\t}", ""])
+# chain -> (hook line, rule per family: what is looked up, in which map kind).
+_LISTENER = "daddr . meta l4proto . th dport"
+_CHAIN_SHAPES = {
+    # After the main table's filter (dstnat - 10: dropped packets are counted there), before DNAT
+    # (dstnat): the destination is still the VIP.
+    objects.TRAFFIC_IN_CHAIN: ("type filter hook prerouting priority dstnat - 5; policy accept;", _LISTENER, objects.TRAFFIC_IN),
+    # After source NAT (srcnat): a reply's source is the VIP again.
+    objects.TRAFFIC_OUT_CHAIN: ("type filter hook postrouting priority srcnat + 5; policy accept;",
+                                "saddr . meta l4proto . th sport", objects.TRAFFIC_OUT),
+    objects.TRAFFIC_NEW_CHAIN: ("type nat hook prerouting priority dstnat - 5; policy accept;", _LISTENER, objects.TRAFFIC_NEW),
+    # Before the main table's source NAT: once a nat chain has mapped a flow, later ones are skipped.
+    objects.TRAFFIC_BACKEND_CHAIN: ("type nat hook postrouting priority srcnat - 5; policy accept;", "daddr",
+                                    objects.TRAFFIC_BACKEND_KIND),
+}
+
+
+def chain_rules(chain: str, families: Iterable[int]) -> list[str]:
+    """The rules of one chain for the address families the model has (a lookup per packet per family otherwise)."""
+    _hook, key, kind = _CHAIN_SHAPES[chain]
+    # The comment names the family, so a listing tells which lookups a chain has.
+    return [f'counter name {_MATCH[family]} {key} map @{objects.traffic_map(kind, family)} comment "{_rule_comment(family)}"'
+            for family in sorted(families)]
+
+
+def _rule_comment(family: int) -> str:
+    return f"ipv{family}"
+
+
+def _chains(families: Iterable[int]) -> str:
+    """Every chain: accept policy and no verdicts, so counting never changes a packet's fate."""
+    families = list(families)
+    lines: list[str] = []
+    for chain, (hook, _key, _kind) in _CHAIN_SHAPES.items():
+        lines += [f"\tchain {chain} {{", f"\t\t{hook}", *(f"\t\t{rule}" for rule in chain_rules(chain, families)), "\t}", ""]
+    return "\n".join(lines)
 
 
 def _map_type(name: str) -> str:
@@ -167,7 +193,7 @@ def table_script(layout: TrafficLayout, table: str = objects.TRAFFIC_TABLE) -> s
         if elements:
             lines.append("\t\telements = { " + ",\n\t\t\t     ".join(f'{_nft_key(k)} : "{v}"' for k, v in elements.items()) + " }")
         lines.append("\t}")
-    lines.append(_chains())
+    lines.append(_chains(layout.families()))
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -179,6 +205,7 @@ class LiveTraffic:
     structure: frozenset[tuple[str, str]] = frozenset()
     counters: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (packets, bytes)
     elements: dict[str, dict[tuple[Any, ...], str]] = field(default_factory=dict)
+    rules: dict[str, set[str]] = field(default_factory=dict)  # chain -> its rules' comments
 
     @classmethod
     def from_json(cls, text: str | bytes) -> LiveTraffic:
@@ -192,7 +219,9 @@ class LiveTraffic:
             if not isinstance(item, dict):
                 continue
             for kind, body in item.items():
-                if kind == "counter":
+                if kind == "rule":
+                    live.rules.setdefault(body.get("chain", ""), set()).add(str(body.get("comment", "")))
+                elif kind == "counter":
                     live.counters[body["name"]] = (int(body.get("packets", 0)), int(body.get("bytes", 0)))
                 elif kind in ("chain", "map"):
                     shape.add((kind, body["name"]))
@@ -218,6 +247,12 @@ def delta_script(layout: TrafficLayout, live: LiveTraffic, table: str = objects.
     full = f"{objects.TABLE_FAMILY} {table}"
     wanted = layout.counters()
     lines = [f"add counter {full} {name}" for name in wanted if name not in live.counters]
+    families = layout.families()
+    if any(live.rules.get(chain, set()) != {_rule_comment(f) for f in families} for chain in CHAINS):
+        # A family came or went: its lookups are added or dropped; counters are objects and stay.
+        for chain in CHAINS:
+            lines.append(f"flush chain {full} {chain}")
+            lines += [f"add rule {full} {chain} {rule}" for rule in chain_rules(chain, families)]
     for name, elements in layout.elements().items():
         current = live.elements.get(name, {})
         stale = [key for key, counter in current.items() if elements.get(key) != counter]
