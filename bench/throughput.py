@@ -26,12 +26,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane import objects
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.traffic import layout_of, table_script
+from ansible_collections.portico.gateway.plugins.module_utils.model import ipam, loadbalancer
 from lib.measure import client_syn_retransmits, iperf3_gbps, latency, median, ratio, spread, wrk_conn_rate
 from lib.netns_topology import (
+    GW_NS,
     HTTP_PORT,
     IPERF_PORT,
     PLAIN_ADDR,
-    GW_NS,
     BenchError,
     check_prerequisites,
     flush_conntrack,
@@ -42,10 +45,6 @@ from lib.netns_topology import (
     run_cli,
 )
 from lib.rulesets import MEASURED_VIP, POOLS, UNLOAD_ALL, measured_lb, portico_ruleset
-
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane import objects  # noqa: E402  (path: lib.rulesets)
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.traffic import layout_of, table_script  # noqa: E402
-from ansible_collections.portico.gateway.plugins.module_utils.model import ipam, loadbalancer  # noqa: E402
 
 VARIANTS = ("plain", "vip")
 METRICS = "vip+metrics"
