@@ -12,10 +12,10 @@ short_description: Report each load balancer a gateway serves, with backend heal
 version_added: "0.5.0"
 description:
   - Joins what the gateway already has about each load balancer it serves - the definition the
-    nft module applied (the dataplane record: VIP, source, listeners, backends), each backend's
-    health from C(portico-healthd) (state, since when, probe latency) and the traffic counters of
-    its C(/metrics) (new connections, packets and bytes per listener, new connections per backend
-    address, drops per VIP).
+    nft module applied (the dataplane record with VIP, source, listeners and backends), each
+    backend's health from C(portico-healthd) (state, since when, probe latency) and the traffic
+    counters of its C(/metrics) (new connections, packets and bytes per listener, new connections
+    per backend address, drops per VIP).
   - What C(playbooks/status.yml) collects for C(portico-console) when O(ignore:portico_status_dir) is set.
     Never changes anything.
 author:
