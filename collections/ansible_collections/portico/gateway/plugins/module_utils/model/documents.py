@@ -53,6 +53,12 @@ def encode(format_name: str, items: Sequence[Any], backend_sets: Mapping[str, An
     document: dict[str, Any] = {"format": format_name}
     if backend_sets:
         document["backend_sets"] = dict(sorted(backend_sets.items()))
+    if format_name == LB_MODEL_FORMAT:
+        # One LB per line (JSON all the same): the dataplane module finds what changed since its last
+        # run by comparing lines, without decoding the thousands that did not (dataplane.records).
+        head = json.dumps(document, separators=(",", ":"))[:-1]
+        lines = ",\n".join(json.dumps(item, separators=(",", ":")) for item in items)
+        return f'{head},"{ITEMS[format_name]}":[\n{lines}\n]}}'
     document[ITEMS[format_name]] = list(items)
     return json.dumps(document, separators=(",", ":"))
 
