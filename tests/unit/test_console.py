@@ -11,7 +11,11 @@ import json
 
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import parse_pools
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import parse_loadbalancers
-from ansible_collections.portico.gateway.plugins.module_utils.status.details import lb_details, parse_samples, traffic_counters
+from ansible_collections.portico.gateway.plugins.module_utils.status.details import (
+    lb_details,
+    parse_samples,
+    traffic_counters,
+)
 from ansible_collections.portico.gateway.plugins.plugin_utils import console_pages as pages
 from ansible_collections.portico.gateway.plugins.plugin_utils.console_data import gateways, loadbalancers, source_label
 from ansible_collections.portico.gateway.plugins.plugin_utils.rollouts import (

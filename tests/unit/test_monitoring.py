@@ -116,7 +116,7 @@ def test_the_dashboard_is_well_formed():
         for panel in panels:
             ids.append(panel["id"])
             grid = panel["gridPos"]
-            assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+            assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
             if panel["type"] != "row":
                 assert panel["targets"], panel["title"]
                 assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"])

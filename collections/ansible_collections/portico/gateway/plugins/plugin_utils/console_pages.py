@@ -224,4 +224,3 @@ def rollouts_page(plan: Rollout | None, plan_text: str | None, rollout: Rollout 
     if plan_text:
         body.append(f"<pre id='plan-text'>{e(plan_text)}</pre>")
     return page("Plan and rollouts", "".join(body), meta)
-
