@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)/collections
 COLLECTION := collections/ansible_collections/portico/gateway
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 # Python outside the collection (the collection has ansible-test sanity); settings in ruff.toml.
-RUFF_PATHS := bin/portico-watch bin/portico-console roles/healthcheck/files/portico-healthd bench lab tests molecule/*/tests
+RUFF_PATHS := bin/portico-watch bin/portico-console roles/healthcheck/files/portico-healthd roles/conntrackd/files/portico-conntrack-reaper bench lab tests molecule/*/tests
 # What `make test` runs, in order; .ci/stages prints each stage's time at the end. Stages joined
 # by "+" run at the same time: they time nothing, and the image build (debootstrap, on a new
 # machine) mostly waits for the network. The lab goes down before the benchmarks, which measure CPU.
