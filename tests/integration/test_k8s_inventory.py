@@ -23,6 +23,8 @@ from lab.k8s_stub.apiserver import FakeApiServer  # noqa: E402  pylint: disable=
 
 LAB_FIXTURES = REPO / "lab" / "k8s_stub" / "fixtures" / "lab"
 LAB_SERVICES = ["default/dns", "default/echo", "default/echo-dual", "default/echo-local", "team-a/restricted"]
+# The lab's LoadBalancer resources (crds/samples, loaded with the CRD by the lab fixtures).
+LAB_LOADBALANCERS = ["default/appliance", "team-a/legacy-app"]
 TEMPLATE = "{{ lookup('pipe','id') }}"
 
 
@@ -100,12 +102,18 @@ def document(value: Any) -> dict[str, Any]:
     return json.loads(plain(value))
 
 
+def entries_of(listing: dict[str, Any], host: str = "gw1", kind: str = "Service") -> list[dict[str, Any]]:
+    """The entries of one kind (LoadBalancer Services by default)."""
+    entries = document(listing["_meta"]["hostvars"][host]["portico_k8s_services"])["services"]
+    return [entry for entry in entries if entry.get("kind", "Service") == kind]
+
+
 def services_of(listing: dict[str, Any], host: str = "gw1") -> list[dict[str, Any]]:
-    return document(listing["_meta"]["hostvars"][host]["portico_k8s_services"])["services"]
+    return entries_of(listing, host)
 
 
-def keys(services: list[dict[str, Any]]) -> list[str]:
-    return [f"{s['namespace']}/{s['name']}" for s in services]
+def keys(entries: list[dict[str, Any]], kind: str = "Service") -> list[str]:
+    return [f"{s['namespace']}/{s['name']}" for s in entries if s.get("kind", "Service") == kind]
 
 
 def all_hosts(listing: dict[str, Any]) -> set[str]:
@@ -204,7 +212,7 @@ def test_constructed_features_apply_to_gateway_hosts(inventory: Inventory):
     )
     listing = inventory.list(config=config)
     assert all_hosts(listing) == {"gw1"}
-    assert listing["_meta"]["hostvars"]["gw1"]["portico_k8s_service_count"] == len(LAB_SERVICES)
+    assert listing["_meta"]["hostvars"]["gw1"]["portico_k8s_service_count"] == len(LAB_SERVICES) + len(LAB_LOADBALANCERS)
     assert listing["serving_k8s"]["hosts"] == ["gw1"]
     assert listing["cluster_lab"]["hosts"] == ["gw1"]
 
@@ -229,14 +237,18 @@ def test_cache_serves_when_the_api_is_gone(inventory: Inventory, apiserver: Fake
     assert services_of(inventory.list(config=config)) == first
 
 
-def test_unreachable_cluster_fails_the_source_instead_of_publishing_nothing(inventory: Inventory, apiserver: FakeApiServer):
+def test_an_unreachable_cluster_publishes_one_line_instead_of_an_empty_list(inventory: Inventory, apiserver: FakeApiServer):
+    """Nothing is published that would withdraw the cluster's VIPs; the source says which cluster and
+    what failed, in one line, and prints nothing itself (plays that need no cluster stay quiet)."""
+    url = apiserver.url
     apiserver.stop()
     proc = inventory.run("ansible-inventory", "--list")
-    listing = json.loads(proc.stdout)
-    assert "portico_k8s_services" not in listing["_meta"]["hostvars"].get("gw1", {})
-    assert "cluster lab" in proc.stderr
-    strict = inventory.run("ansible-inventory", "--list", env={"ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true"})
-    assert strict.returncode != 0
+    assert proc.returncode == 0 and "WARNING" not in proc.stderr and "Failed to parse" not in proc.stderr, proc.stderr
+    hostvars = json.loads(proc.stdout)["_meta"]["hostvars"]["gw1"]
+    assert "portico_k8s_services" not in hostvars
+    error = plain(hostvars["portico_k8s_error"])
+    assert error == (f"Kubernetes cluster lab (kubeconfig {inventory.kubeconfig}): cannot reach the Kubernetes API at {url}: "
+                     "Connection refused")
 
 
 def test_a_focused_run_translates_only_what_changed(inventory: Inventory, apiserver: FakeApiServer):
@@ -279,3 +291,29 @@ def test_a_focused_run_translates_only_what_changed(inventory: Inventory, apiser
     assert "reused" not in node.stderr
     by_key = {f"{s['namespace']}/{s['name']}": s for s in services_of(json.loads(node.stdout))}
     assert by_key["default/dns"]["warnings"]  # its slice has no endpoints now
+
+
+def test_loadbalancer_resources_become_entries_next_to_services(inventory: Inventory, apiserver: FakeApiServer):
+    """The lab's two LoadBalancer resources: one entry each, their own kind and keys, LB names that
+    can never be a Service's, field sources in the resource's terms; a resource of another class is
+    skipped and counted."""
+    other = apiserver.get("LoadBalancer", "team-a", "legacy-app")
+    other["metadata"] = {"name": "elsewhere", "namespace": "team-a"}
+    other["spec"]["loadBalancerClass"] = "example.com/other"
+    apiserver.apply(other)
+    proc = inventory.run("ansible-inventory", "--list")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 LoadBalancer resources to serve; skipped 1 of another loadBalancerClass" in proc.stderr
+    resources = {f"{e['namespace']}/{e['name']}": e for e in entries_of(json.loads(proc.stdout), kind="LoadBalancer")}
+    assert sorted(resources) == LAB_LOADBALANCERS
+    app = resources["team-a/legacy-app"]
+    assert not app["problems"] and app["ip_families"] == [4] and app["status_details"]["state"] == "active"
+    (lb,) = app["loadbalancers"]
+    assert lb["name"] == "lab/team-a/LoadBalancer/legacy-app" and lb["source"] == "loadbalancer-resource"
+    assert lb["health_check"] == {"type": "http", "port": 8082, "path": "/healthz", "expected_status": [200],
+                                  "interval_ms": 200, "timeout_ms": 150, "rise": 2, "fall": 2}
+    assert app["field_sources"] == {"name": "metadata.name", "ports[0].port": "spec.listeners[0].port"}
+    appliance = resources["default/appliance"]
+    assert appliance["ip_families"] == [4, 6] and [a["ip"] for a in appliance["addresses"]] == ["198.51.100.50", None]
+    assert [[b["address"] for b in lb["backends"]] for lb in appliance["loadbalancers"]] == [
+        ["192.0.2.12", "192.0.2.13"], ["2001:db8:192::12", "2001:db8:192::13"]]

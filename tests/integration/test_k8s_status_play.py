@@ -98,7 +98,7 @@ def test_a_deleted_service_keeps_its_finalizer_until_every_gateway_converged(sit
     site.api.delete("Service", "default", "echo")
     assert site.service("echo")["metadata"]["deletionTimestamp"]
     output = " ".join(site.sync("-e", json.dumps({"portico_test_broken": ["gw2"]})).split())  # the callback wraps lines
-    assert "1 Service(s) keep their address and finalizer until a converge reaches every gateway: lab/default/echo" in output
+    assert "1 object(s) keep their address and finalizer until a converge reaches every gateway: lab/default/echo" in output
     held = site.service("echo")
     assert held is not None and ingress(held) == address and FINALIZER in held["metadata"]["finalizers"]
     site.sync()

@@ -16,21 +16,29 @@ from typing import Any
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.resources import reports_health
 from ansible_collections.portico.gateway.plugins.module_utils.model.documents import STATUS_FORMAT, DocumentError, encode
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import PoolError, parse_pools
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import encode_model
-from ansible_collections.portico.gateway.plugins.module_utils.model.problems import render
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import render, to_data
 from ansible_collections.portico.gateway.plugins.module_utils.model.sources import MergedModel, ServiceStatus, merge
 
 
 def status_item(status: ServiceStatus) -> dict[str, Any]:
-    """What the status write-back does for one Service (problems as the text it shows)."""
+    """What the status write-back does for one object (problems as data: each kind's status says
+    them in its own way, and the Events as ``<object>: <field>: <what>``)."""
     return {
-        "cluster": status.cluster, "namespace": status.namespace, "name": status.name, "uid": status.uid,
-        "ips": status.ips, "problems": render(status.problems), "warnings": render(status.warnings),
+        "kind": status.kind, "cluster": status.cluster, "namespace": status.namespace, "name": status.name,
+        "uid": status.uid, "ips": status.ips, "problems": to_data(status.problems), "warnings": to_data(status.warnings),
         "served": status.served, "release": status.release, "release_reason": status.release_reason,
-        "claimed": status.claimed,
+        "claimed": status.claimed, "loadbalancers": status.loadbalancers, "details": status.details,
     }
+
+
+def health_lbs(model: MergedModel) -> list[str]:
+    """The LBs whose objects show the gateways' health in their status (the status play asks the
+    gateways about these only)."""
+    return sorted(lb for status in model.services if status.served and reports_health(status.kind) for lb in status.loadbalancers)
 
 
 def counts(model: MergedModel) -> dict[str, int]:
@@ -68,6 +76,7 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(str(err)) from None
         statuses = [status_item(status) for status in model.services]
         static_problems = render(model.static_problems)
+        not_served = [problem for status in model.services for problem in render(status.problems)]
         tally = counts(model)
         result.update(
             problems=static_problems,
@@ -76,11 +85,12 @@ class ActionModule(ActionBase):
             ansible_facts={"portico_lb_model": encode_model(model.loadbalancers),
                            "portico_k8s_status": encode(STATUS_FORMAT, statuses),
                            # How many Services the claim stage must mark before the converge (0: no call at all).
-                           "portico_k8s_to_claim": tally["services_to_claim"]},
+                           "portico_k8s_to_claim": tally["services_to_claim"],
+                           # The LBs the status play asks each gateway's health checker about.
+                           "portico_k8s_health_lbs": health_lbs(model)},
         )
-        for status in statuses:
-            for problem in status["problems"]:
-                self._display.warning(f"not served: {problem}")
+        for problem in not_served:
+            self._display.warning(f"not served: {problem}")
         for problem in static_problems:
             self._display.warning(problem)
         if static_problems and args["strict"]:

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: k8s_services
-short_description: Kubernetes LoadBalancer Services as Portico service entries on the gateway group
+short_description: Kubernetes LoadBalancer Services and Portico LoadBalancer resources as service entries on the gateway group
 description:
-  - Lists Services, EndpointSlices (C(discovery.k8s.io/v1)) and Nodes of one or more Kubernetes
-    clusters with the official C(kubernetes) client and publishes the Services Portico serves as
-    the variable C(portico_k8s_services) of the gateway group (O(gateway_group)), the cluster
+  - Lists Services, EndpointSlices (C(discovery.k8s.io/v1)), Nodes and Portico's LoadBalancer
+    resources (C(loadbalancers.portico.io), the CRD in the repository's C(crds/)) of one or more
+    Kubernetes clusters with the official C(kubernetes) client and publishes the objects Portico
+    serves as the variable C(portico_k8s_services) of the gateway group (O(gateway_group)), the cluster
     Nodes as C(portico_k8s_nodes), and how to reach each cluster again (kubeconfig, context,
     host and the class it serves; never a token) as C(portico_k8s_clusters), for the status write-back.
+  - Each entry names its C(kind) (C(Service) or C(LoadBalancer)); both kinds go through the same
+    allocation (pools, sharing, stable addresses, contests by age), model and write-back. A cluster
+    without the LoadBalancer CRD simply has no LoadBalancer resources.
   - C(portico_k8s_services) is a JSON document, a string (C(portico_k8s_services | from_json)
     shows it) with C(services), one entry per Service, and C(backend_sets), each distinct backend
     list once (every nodeport LB of a cluster shares one). As a string it costs Ansible nothing
@@ -25,15 +29,18 @@ description:
     finalizer), or that left its scope (type or class changed, namespace no longer selected) while
     it still carries Portico's C(portico.io/served-by) annotation. Their addresses stay held until
     the write-back released them, after a converge that reached every gateway.
-  - Prints one line per cluster with how many LoadBalancer Services were skipped and why (another
-    class, no class while O(serve_default_class) is false, namespace not selected, being deleted).
+  - Prints one line per cluster with how many objects of each kind are served, and how many were
+    skipped and why (another class, no class while O(serve_default_class) is false, namespace not
+    selected, being deleted).
   - Adds no hosts. Gateways come from the static inventory; list this source after it. If the
     gateway group does not exist it is created empty.
   - A Service that cannot be served is kept with its C(problems) listed; it never breaks the
     inventory. Each problem and warning is data, C({subject, field, message}) (the Service, its
     field or annotation, what is wrong); C(portico.gateway.lb_validate) turns them into text.
-  - A cluster that cannot be listed fails this inventory source, so that a partial view
-    never withdraws the VIPs of Services that still exist.
+  - A cluster that cannot be listed publishes C(portico_k8s_error) (one line naming the cluster and
+    what failed) instead of C(portico_k8s_services), so that a partial view never withdraws the VIPs
+    of objects that still exist; C(playbooks/validate.yml) stops the run with that line. Plays that
+    do not need the clusters (status, drain) run on quietly.
   - Values read from the API (annotations included) are data and are never templated.
   - The configuration file name must end with C(k8s_services.yml) or C(k8s_services.yaml).
 author:
@@ -173,11 +180,21 @@ options:
     type: path
     env:
       - name: PORTICO_K8S_STATE_DIR
+  kinds:
+    description:
+      - The kinds of objects served - C(Service) (LoadBalancer Services) and C(LoadBalancer)
+        (Portico's C(loadbalancers.portico.io) resources).
+    type: list
+    elements: str
+    choices: [Service, LoadBalancer]
+    default: [Service, LoadBalancer]
+    env:
+      - name: PORTICO_K8S_KINDS
   changed:
     description:
-      - The keys (C(cluster/namespace/name)) of the Services that changed since the last run, as a JSON
-        list, as C(bin/portico-watch) and the EDA rulebook pass them. A Node key (C(cluster//node))
-        makes the run a full one.
+      - The keys (C(cluster/namespace/name), C(cluster/namespace/LoadBalancer/name) for a LoadBalancer
+        resource) of the objects that changed since the last run, as a JSON list, as C(bin/portico-watch)
+        and the EDA rulebook pass them. A Node key (C(cluster//node)) makes the run a full one.
     type: str
     env:
       - name: PORTICO_CHANGED
@@ -214,6 +231,8 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructa
 from ansible.utils.vars import combine_vars
 
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import ApiError, K8sConfigError, api_client, list_items
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.kinds import SERVICE, Kind
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.resources import resource_kinds
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.sources import (
     SOURCE_OPTIONS,
     ClusterConfig,
@@ -243,6 +262,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.model.documents im
     SERVICES_FORMAT,
     BackendSetPacker,
     encode,
+    entry_key,
     set_id,
 )
 
@@ -250,8 +270,17 @@ SERVICES_VAR = "portico_k8s_services"
 NODES_VAR = "portico_k8s_nodes"
 # How to reach each cluster again for the status write-back (never the bearer token).
 CLUSTERS_VAR = "portico_k8s_clusters"
+# Set instead of SERVICES_VAR when a cluster cannot be read: one line, what validate.yml stops with.
+ERROR_VAR = "portico_k8s_error"
 # Cached data of another format (entries as a list, not a document) is fetched again.
-_CACHE_FORMAT = 3
+_CACHE_FORMAT = 4
+HTTP_NOT_FOUND = 404
+
+
+class _Unreadable(Exception):
+    """A cluster that cannot be read; the message names it and what failed."""
+
+
 # A focused run that must translate more Services than this lists their EndpointSlices at once.
 _SLICES_ONE_BY_ONE = 50
 
@@ -298,7 +327,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 cached = None
             if isinstance(cached, dict) and cached.get("fingerprint") == fingerprint:
                 return cached
-        data = {"fingerprint": fingerprint, **self._fetch(clusters, path, fingerprint)}
+        try:
+            data = {"fingerprint": fingerprint, **self._fetch(clusters, path, fingerprint)}
+        except _Unreadable as err:
+            return {"error": str(err)}  # never cached: the next run asks the cluster again
         if use_cache:
             self._cache[key] = data
         return data
@@ -314,17 +346,19 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         nodes: list[dict[str, Any]] = []
         for cluster in clusters:
             result, node_list, digest = self._read_cluster(cluster, prior.clusters.get(cluster.name) if prior else None, focus)
-            self._summary(cluster.name, result)
+            others = self._read_resources(cluster)
+            self._summary(cluster.name, [(SERVICE, result), *others])
             kept = ClusterSnapshot(digest)
             for entry in result.entries:
                 entry["loadbalancers"] = packer.pack_loadbalancers(entry["loadbalancers"])
-                key = f"{entry['cluster']}/{entry['namespace']}/{entry['name']}"
+                key = entry_key(entry)
                 if key in result.digests:
                     kept.entries[key] = (result.digests[key], entry)
             fresh.clusters[cluster.name] = kept
             services.extend(result.entries)
+            services.extend(entry for _kind, translation in others if translation for entry in translation.entries)
             nodes.extend(node_entries(node_list, cluster.name))
-        services.sort(key=lambda entry: (entry["cluster"], entry["namespace"], entry["name"]))
+        services.sort(key=lambda entry: (entry["cluster"], entry["namespace"], entry["name"], entry.get("kind") or ""))
         known = {**(prior.backend_sets if prior else {}), **packer.sets}
         referenced = {set_id(lb.get("backends")) for entry in services for lb in entry["loadbalancers"]}
         fresh.backend_sets = {ident: known[ident] for ident in sorted(referenced - {None}) if ident in known}
@@ -334,23 +368,54 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         document = encode(SERVICES_FORMAT, services, fresh.backend_sets)
         return {"services": document, "nodes": json.loads(json.dumps(nodes))}
 
-    def _summary(self, cluster: str, result: Translation) -> None:
-        """One line per cluster: what is served, released and skipped, and why."""
-        releasing = sum(1 for entry in result.entries if entry.get("release"))
-        parts = [f"{len(result.entries) - releasing} LoadBalancer Services to serve"]
-        if releasing:
-            parts.append(f"{releasing} to release")
-        if result.skipped:
-            parts.append("skipped " + ", ".join(f"{count} {SKIP_REASONS[reason]}" for reason, count in sorted(result.skipped.items())))
-        if result.translated < len(result.digests):
-            parts.append(f"{result.translated} translated, {len(result.digests) - result.translated} reused")
+    def _summary(self, cluster: str, results: list[tuple[Kind, Translation | None]]) -> None:
+        """One line per cluster: per kind, what is served, released and skipped, and why."""
+        parts = []
+        for kind, result in results:
+            if kind.kind not in self._kinds:
+                continue
+            if result is None:
+                parts.append(f"no {kind.plural}.{kind.group} in the API (CRD not installed)")
+                continue
+            releasing = sum(1 for entry in result.entries if entry.get("release"))
+            parts.append(f"{len(result.entries) - releasing} {kind.label}s to serve")
+            if releasing:
+                parts.append(f"{releasing} to release")
+            if result.skipped:
+                parts.append("skipped " + ", ".join(f"{count} {SKIP_REASONS[reason]}" for reason, count in sorted(result.skipped.items())))
+            if result.translated < len(result.digests):
+                parts.append(f"{result.translated} translated, {len(result.digests) - result.translated} reused")
         self.display.display(f"k8s_services: cluster {cluster}: {'; '.join(parts)}", stderr=True)
+
+    def _read_resources(self, cluster: ClusterConfig) -> list[tuple[Kind, Translation | None]]:
+        """The entries of the kinds besides Services (``k8s.resources``), each translated whole;
+        None for a kind the API does not serve (its CRD is not installed: it has no objects)."""
+        results: list[tuple[Kind, Translation | None]] = []
+        for resource in resource_kinds(cluster.options):
+            try:
+                objects = self._list(api_client(cluster.auth), cluster.options, resource.kind.collection_path(),
+                                     resource.kind.collection_path("{}"))
+            except K8sConfigError as err:
+                raise _Unreadable(_cluster_error(cluster, err)) from None
+            except ApiError as err:
+                if err.status == HTTP_NOT_FOUND:
+                    results.append((resource.kind, None))
+                    continue
+                raise _Unreadable(_cluster_error(cluster, err, f"listing {resource.kind.label}s failed")) from None
+            results.append((resource.kind, resource.translate(objects, cluster.options)))
+        return results
+
+    @property
+    def _kinds(self) -> tuple[str, ...]:
+        return tuple(self.get_option("kinds") or ())
 
     def _read_cluster(self, cluster: ClusterConfig, prior: ClusterSnapshot | None,
                       focus: frozenset[str] | None) -> tuple[Translation, list[dict[str, Any]], str]:
-        """One cluster's entries: everything translated, or, on a focused run with a snapshot taken
-        with the same Nodes, only what changed. Raw JSON lists (the API's own shape), paged."""
+        """One cluster's Service entries: everything translated, or, on a focused run with a snapshot
+        taken with the same Nodes, only what changed. Raw JSON lists (the API's own shape), paged."""
         page, timeout = self.get_option("page_size"), self.get_option("request_timeout")
+        if SERVICE.kind not in cluster.options.kinds:
+            return Translation(entries=[], digests={}, skipped={}), [], ""
         try:
             client = api_client(cluster.auth)
             services = self._list(client, cluster.options, "/api/v1/services", "/api/v1/namespaces/{}/services")
@@ -370,9 +435,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                     client, f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices", page_size=page, timeout=timeout,
                     labelSelector=f"{SERVICE_NAME_LABEL}={name}")[0]]
         except K8sConfigError as err:
-            raise AnsibleParserError(f"cluster {cluster.name}: {err}") from None
+            raise _Unreadable(_cluster_error(cluster, err)) from None
         except ApiError as err:
-            raise AnsibleParserError(f"cluster {cluster.name}: listing Services, EndpointSlices and Nodes failed: {err}") from None
+            raise _Unreadable(_cluster_error(cluster, err, "listing Services, EndpointSlices and Nodes failed")) from None
         return translate_services(services, slices, node_list, cluster.options, prior.entries, changed), node_list, digest
 
     def _list(self, client: Any, options: TranslateOptions, everywhere: str, per_namespace: str, **query: Any) -> list[dict[str, Any]]:
@@ -388,8 +453,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _populate(self, data: dict[str, Any], clusters: list[ClusterConfig]) -> None:
         group = self.inventory.add_group(self.get_option("gateway_group"))
-        self.inventory.set_variable(group, SERVICES_VAR, data.get("services") or encode(SERVICES_FORMAT, []))
-        self.inventory.set_variable(group, NODES_VAR, data.get("nodes") or [])
+        if data.get("error"):
+            self.inventory.set_variable(group, ERROR_VAR, data["error"])
+        else:
+            self.inventory.set_variable(group, SERVICES_VAR, data.get("services") or encode(SERVICES_FORMAT, []))
+            self.inventory.set_variable(group, NODES_VAR, data.get("nodes") or [])
         self.inventory.set_variable(group, CLUSTERS_VAR, _connections(clusters))
         self._construct(group)
 
@@ -402,6 +470,16 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._set_composite_vars(self.get_option("compose"), variables, host.name, strict=strict)
             self._add_host_to_composed_groups(self.get_option("groups"), variables, host.name, strict=strict)
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, host.name, strict=strict)
+
+
+def _cluster_error(cluster: ClusterConfig, err: Exception, doing: str = "") -> str:
+    """The one line a run stops with when a cluster cannot be read: which cluster, how it is
+    reached, what failed."""
+    how = cluster.auth.host or f"kubeconfig {cluster.auth.kubeconfig or '~/.kube/config'}"
+    if cluster.auth.context:
+        how += f", context {cluster.auth.context}"
+    what = str(err) if isinstance(err, K8sConfigError) or getattr(err, "status", 0) == 0 else f"{doing}: {err}"
+    return f"Kubernetes cluster {cluster.name} ({how}): {what}"
 
 
 def _to_translate(services: list[dict[str, Any]], options: TranslateOptions, prior: ClusterSnapshot,

@@ -67,6 +67,23 @@ options:
     type: list
     elements: str
     default: []
+  loadbalancers:
+    description:
+      - LB names to report on in RV(observed) (the status write-back of Portico's LoadBalancer
+        resources asks for theirs).
+    type: list
+    elements: str
+    default: []
+  dataplane_record:
+    description: The nft module's dataplane record, whose digest tells whether the health checker runs the configuration applied last.
+    type: path
+    default: /var/lib/portico/nftables/portico.dataplane.json
+  wait_current_s:
+    description:
+      - With O(loadbalancers), wait up to this long for the health checker to run the configuration applied
+        last (it reloads within a second of a converge), so the report is about what was just applied.
+    type: float
+    default: 0
 notes:
   - Supports check mode; it only reads.
 """
@@ -109,16 +126,28 @@ drained:
   description: Whether the gateway was evaluated as drained.
   returned: always
   type: bool
+observed:
+  description:
+    - With O(loadbalancers) - C(current) (the health checker runs the configuration applied last), C(running),
+      and per LB C(loaded), C(vip), C(announced), C(checked) and C(backends) (address to C(up), C(detail)).
+  returned: when O(loadbalancers) is given
+  type: dict
 """
 
 import json
 import os
 import socket
+import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.portico.gateway.plugins.module_utils.status.gateway import evaluate, parse_bgp_summary
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.records import read_record
+from ansible_collections.portico.gateway.plugins.module_utils.status.gateway import (
+    evaluate,
+    observe_loadbalancers,
+    parse_bgp_summary,
+)
 
 
 def _json_command(module: AnsibleModule, argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> Any:
@@ -181,6 +210,14 @@ def _answers(module: AnsibleModule) -> list[tuple[str, int, bool]]:
     return answers
 
 
+def _applied_digest(path: str) -> str:
+    try:
+        record = read_record(path)
+    except (OSError, ValueError):
+        return ""
+    return record.digest if record is not None else ""
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
@@ -194,15 +231,26 @@ def main() -> None:
             drained=dict(type="bool", default=False),
             expect_vips=dict(type="list", elements="str", default=[]),
             expect_healthy=dict(type="list", elements="str", default=[]),
+            loadbalancers=dict(type="list", elements="str", default=[]),
+            dataplane_record=dict(type="path", default="/var/lib/portico/nftables/portico.dataplane.json"),
+            wait_current_s=dict(type="float", default=0),
         ),
         supports_check_mode=True,
     )
     mode = module.params["mode"]
     peers, advertised = _bgp(module) if mode == "bgp" else ({}, {})
-    result = evaluate(mode=mode, healthd=_healthd(module), bgp_peers=peers if mode == "bgp" else None,
+    healthd = _healthd(module)
+    applied = _applied_digest(module.params["dataplane_record"]) if module.params["loadbalancers"] else ""
+    deadline = time.monotonic() + module.params["wait_current_s"]
+    while applied and (healthd or {}).get("digest") != applied and time.monotonic() < deadline:
+        time.sleep(0.1)
+        healthd = _healthd(module)
+    result = evaluate(mode=mode, healthd=healthd, bgp_peers=peers if mode == "bgp" else None,
                       advertised=advertised, held=_held(module) if mode == "vrrp" else [],
                       answers=_answers(module), drained=module.params["drained"],
                       expect_vips=module.params["expect_vips"], expect_healthy=module.params["expect_healthy"])
+    if module.params["loadbalancers"]:
+        result["observed"] = observe_loadbalancers(healthd, module.params["loadbalancers"], applied, result["vips"]).to_data()
     module.exit_json(changed=False, **result)
 
 

@@ -8,21 +8,24 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: k8s_service_status
-short_description: Write Services' load balancer status, finalizers and Events back to Kubernetes
+short_description: Write the status, finalizers and Events of the Kubernetes objects Portico serves
 version_added: "0.1.0"
 description:
-  - Batch mode (O(services)) - brings every Service of one cluster to what C(portico.gateway.lb_validate)
-    decided (its C(portico_k8s_status) document) in one call, writing only what differs, from a bounded
-    pool of threads (O(workers)).
+  - Batch mode (O(services)) - brings every object of one cluster (LoadBalancer Services, and Portico's
+    LoadBalancer resources) to what C(portico.gateway.lb_validate) decided (its C(portico_k8s_status)
+    document) in one call, writing only what differs, from a bounded pool of threads (O(workers)). Each
+    kind has its own finalizer and status; the protocol (claim, publish, release) is the same.
   - In stage C(claim), before a converge, a Service about to be served gets the cleanup finalizer
     C(service.kubernetes.io/load-balancer-cleanup) and the annotation C(portico.io/served-by) (the
     class this Portico serves), so it is not removed while a VIP for it may be announced and is
     recognised after it leaves Portico's scope. Nothing else is written.
-  - In stage C(publish), after the converge, C(status.loadBalancer.ingress) is set where it differs
-    (C(kubectl get svc) shows it in EXTERNAL-IP), and Events are recorded - C(IPAllocated) when an
+  - In stage C(publish), after the converge, a Service's C(status.loadBalancer.ingress) is set where it
+    differs (C(kubectl get svc) shows it in EXTERNAL-IP); a LoadBalancer resource's status gets its
+    addresses, the conditions C(Accepted) and C(Programmed), and each backend's health as the
+    gateways' health checkers see it (O(gateways)). Events are recorded - C(IPAllocated) when an
     address is written, C(NotServed) or C(ServedWithWarnings) once per distinct message while a
-    problem lasts. A Service Portico must release (being deleted, or out of its scope) gets its status
-    cleared, a C(Released) Event, and the annotation and finalizer removed (a deleted Service then
+    problem lasts. An object Portico must release (being deleted, or out of its scope) gets its status
+    cleared, a C(Released) Event, and the annotation and finalizer removed (a deleted object then
     goes away) - only with O(release=true), which playbooks set when the converge reached every
     gateway; otherwise it is left as it is and counted as withheld.
   - A full run reads the cluster's Services with one list and Portico's Events with another; a run
@@ -50,8 +53,9 @@ options:
     type: str
   only:
     description:
-      - Batch mode - only these Services (C(cluster/namespace/name) keys, as the watcher passes in
-        C(PORTICO_CHANGED)); empty means every Service of O(services).
+      - Batch mode - only these objects (C(cluster/namespace/name) keys of Services,
+        C(cluster/namespace/LoadBalancer/name) of LoadBalancer resources, as the watcher passes them in
+        C(PORTICO_CHANGED)); empty means every object of O(services).
     type: list
     elements: str
     default: []
@@ -71,9 +75,22 @@ options:
     type: str
     default: portico.io/gateway
   workers:
-    description: Batch mode - how many Services are written at the same time.
+    description: Batch mode - how many objects are written at the same time.
     type: int
     default: 8
+  gateways:
+    description:
+      - Batch mode - per gateway of the run, C(converged) (this run converged it) and C(observed) (what
+        C(portico.gateway.gateway_status) reported with C(loadbalancers)), for the status of objects
+        that show the gateways' view (LoadBalancer resources).
+    type: dict
+    default: {}
+  refresh:
+    description:
+      - Batch mode - this run converged nothing (a status refresh), so a gateway counts as running an object
+        when its health checker does, whatever C(converged) says.
+    type: bool
+    default: false
   namespace:
     description: Single mode - namespace of the Service.
     type: str
@@ -119,8 +136,8 @@ options:
 notes:
   - Supports check mode (reports what would change, writes nothing) and diff mode (the ingress
     before and after, per Service written).
-  - Needs RBAC to list, get and patch Services, patch C(services/status), and list, create and patch
-    Events (docs/rbac.yaml).
+  - Needs RBAC to list, get and patch Services and C(loadbalancers.portico.io), patch their C(status),
+    and list, create and patch Events (docs/rbac.yaml).
 """
 
 EXAMPLES = r"""
@@ -155,24 +172,24 @@ EXAMPLES = r"""
 RETURN = r"""
 counts:
   description:
-    - Batch mode - Services C(considered), C(missing) (gone since the inventory read them), C(claimed),
+    - Batch mode - objects C(considered), C(missing) (gone since the inventory read them), C(claimed),
       C(status_written), C(events), C(released), C(withheld) (releases waiting for a full converge),
       C(failed).
   returned: batch mode
   type: dict
   sample: {"considered": 5000, "missing": 0, "claimed": 0, "status_written": 3, "events": 3, "released": 1, "withheld": 0, "failed": 0}
 changed_services:
-  description: Batch mode - the keys of the Services written (or that would be, in check mode).
+  description: Batch mode - the keys of the objects written (or that would be, in check mode).
   returned: batch mode
   type: list
   elements: str
 withheld:
-  description: Batch mode - the keys of the Services whose release waits for a converge that reaches every gateway.
+  description: Batch mode - the keys of the objects whose release waits for a converge that reaches every gateway.
   returned: batch mode
   type: list
   elements: str
 failures:
-  description: "Batch mode - C(<key>: <what failed>) per Service a write failed for (the task then fails)."
+  description: "Batch mode - C(<key>: <what failed>) per object a write failed for (the task then fails)."
   returned: batch mode
   type: list
   elements: str
@@ -214,10 +231,13 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import 
     list_items,
     request,
 )
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.kinds import SERVICE, Kind, kind_named
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.resources import writer_for
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.writeback import (
     EVENT_SOURCE,
     Desired,
     Plan,
+    WriteContext,
     claim_patch,
     current_ingress,
     desired_ingress,
@@ -227,8 +247,10 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.writeback impo
     same_ingress,
     seen_events,
     status_patch,
+    status_patch_of,
 )
 from ansible_collections.portico.gateway.plugins.module_utils.model.documents import DocumentError
+from ansible_collections.portico.gateway.plugins.module_utils.model.observed import GatewayObservation
 
 MERGE_PATCH = "application/merge-patch+json"
 CONFLICT_RETRIES = 3  # another writer (e.g. a second controller) may patch the Service in between
@@ -244,48 +266,44 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def service_path(namespace: str, name: str, subresource: str = "") -> str:
-    return f"/api/v1/namespaces/{namespace}/services/{name}" + (f"/{subresource}" if subresource else "")
-
-
-def read_service(client: Any, namespace: str, name: str) -> dict[str, Any] | None:
+def read_object(client: Any, namespace: str, name: str, kind: Kind = SERVICE) -> dict[str, Any] | None:
     try:
-        return request(client, "GET", service_path(namespace, name))
+        return request(client, "GET", kind.object_path(namespace, name))
     except ApiError as err:
         if err.status == HTTP_NOT_FOUND:
             return None
-        raise StatusError(f"get Service {namespace}/{name}: {err}") from None
+        raise StatusError(f"get {kind.kind} {namespace}/{name}: {err}") from None
 
 
-def guarded_patch(client: Any, service: dict[str, Any], make_patch: Callable[[dict[str, Any]], dict[str, Any] | None],
-                  subresource: str, field_manager: str) -> dict[str, Any] | None:
-    """Merge-patch what ``make_patch`` computes from the Service as read (None: nothing left to
-    do); on a conflict read it again and recompute. Returns the Service after the write, or None
+def guarded_patch(client: Any, obj: dict[str, Any], make_patch: Callable[[dict[str, Any]], dict[str, Any] | None],
+                  subresource: str, field_manager: str, kind: Kind = SERVICE) -> dict[str, Any] | None:
+    """Merge-patch what ``make_patch`` computes from the object as read (None: nothing left to
+    do); on a conflict read it again and recompute. Returns the object after the write, or None
     when it is gone."""
-    meta = service["metadata"]
+    meta = obj["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     for _attempt in range(CONFLICT_RETRIES):
-        patch = make_patch(service)
+        patch = make_patch(obj)
         if patch is None:
-            return service
+            return obj
         try:
-            return request(client, "PATCH", service_path(namespace, name, subresource), body=patch, content_type=MERGE_PATCH,
-                           query=[("fieldManager", field_manager)])
+            return request(client, "PATCH", kind.object_path(namespace, name, subresource), body=patch,
+                           content_type=MERGE_PATCH, query=[("fieldManager", field_manager)])
         except ApiError as err:
             if err.status == HTTP_NOT_FOUND:
                 return None
             if err.status != HTTP_CONFLICT:
-                raise StatusError(f"patch Service {namespace}/{name}{'/' + subresource if subresource else ''}: {err}") from None
-        fresh = read_service(client, namespace, name)
+                raise StatusError(f"patch {kind.kind} {namespace}/{name}{'/' + subresource if subresource else ''}: {err}") from None
+        fresh = read_object(client, namespace, name, kind)
         if fresh is None:
             return None
-        service = fresh
-    raise StatusError(f"patch Service {namespace}/{name}: still conflicting after {CONFLICT_RETRIES} attempts")
+        obj = fresh
+    raise StatusError(f"patch {kind.kind} {namespace}/{name}: still conflicting after {CONFLICT_RETRIES} attempts")
 
 
-def create_event(client: Any, service: dict[str, Any], event: dict[str, str], field_manager: str) -> None:
-    body = event_object(service, event, _now(), socket.gethostname(), f"{time.time_ns():x}")
-    namespace = service["metadata"]["namespace"]
+def create_event(client: Any, obj: dict[str, Any], event: dict[str, str], field_manager: str, kind: Kind = SERVICE) -> None:
+    body = event_object(obj, event, _now(), socket.gethostname(), f"{time.time_ns():x}", kind)
+    namespace = obj["metadata"]["namespace"]
     try:
         request(client, "POST", f"/api/v1/namespaces/{namespace}/events", body=body, query=[("fieldManager", field_manager)])
     except ApiError as err:
@@ -295,19 +313,24 @@ def create_event(client: Any, service: dict[str, Any], event: dict[str, str], fi
 # --- batch mode ------------------------------------------------------------------------
 
 
-def apply_plan(client: Any, service: dict[str, Any], todo: Plan, mark: str, field_manager: str) -> None:
+def apply_plan(client: Any, obj: dict[str, Any], todo: Plan, mark: str, field_manager: str) -> None:
     """The writes of one plan, in order: claim, status, Events, then the release of the claim."""
-    current: dict[str, Any] | None = service
+    kind, finalizer = todo.kind, todo.kind.finalizer
+    current: dict[str, Any] | None = obj
     if todo.claim:
-        current = guarded_patch(client, service, lambda s: claim_patch(s, mark, True), "", field_manager)
-    if current is not None and todo.ingress is not None:
-        wanted = todo.ingress
-        current = guarded_patch(client, current, lambda s: None if same_ingress(current_ingress(s), wanted) else status_patch(s, wanted),
-                                "status", field_manager)
+        current = guarded_patch(client, obj, lambda s: claim_patch(s, mark, True, finalizer), "", field_manager, kind)
+    if current is not None and todo.status is not None:
+        first, recompute = todo.status, todo.recompute
+
+        def status_of(live: dict[str, Any]) -> dict[str, Any] | None:
+            body = first if live is current or recompute is None else recompute(live)
+            return None if body is None else status_patch_of(live, body)
+
+        current = guarded_patch(client, current, status_of, "status", field_manager, kind)
     for event in todo.events:
-        create_event(client, current or service, event, field_manager)
+        create_event(client, current or obj, event, field_manager, kind)
     if current is not None and todo.unclaim:
-        guarded_patch(client, current, lambda s: claim_patch(s, mark, False), "", field_manager)
+        guarded_patch(client, current, lambda s: claim_patch(s, mark, False, finalizer), "", field_manager, kind)
 
 
 def _parallel(workers: int, func: Callable[[Any], Any], items: list[Any]) -> list[Any]:
@@ -317,14 +340,27 @@ def _parallel(workers: int, func: Callable[[Any], Any], items: list[Any]) -> lis
         return list(pool.map(func, items))
 
 
+def _list_kind(client: Any, kind: Kind) -> list[dict[str, Any]]:
+    """Every object of a kind (none when the API does not serve it: a CRD not installed)."""
+    try:
+        return list_items(client, kind.collection_path())[0]
+    except ApiError as err:
+        if err.status == HTTP_NOT_FOUND and kind is not SERVICE:
+            return []
+        raise
+
+
 def read_live(client: Any, items: list[Desired], focused: bool, workers: int) -> dict[str, dict[str, Any]]:
-    """The Services as they are now: one list for a full run, one read each for a focused one."""
+    """The objects as they are now: one list per kind for a full run, one read each for a focused one."""
     if not focused:
-        services, _version = list_items(client, "/api/v1/services")
-        by_name = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in services}
-        return {item.key: by_name[(item.namespace, item.name)] for item in items if (item.namespace, item.name) in by_name}
-    found = _parallel(workers, lambda item: (item.key, read_service(client, item.namespace, item.name)), items)
-    return {key: service for key, service in found if service is not None}
+        found: dict[str, dict[str, Any]] = {}
+        for kind in sorted({kind_named(item.kind) for item in items}, key=lambda k: k.kind):
+            by_name = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in _list_kind(client, kind)}
+            found.update({item.key: by_name[(item.namespace, item.name)] for item in items
+                          if item.kind == kind.kind and (item.namespace, item.name) in by_name})
+        return found
+    read = _parallel(workers, lambda item: (item.key, read_object(client, item.namespace, item.name, kind_named(item.kind))), items)
+    return {key: obj for key, obj in read if obj is not None}
 
 
 def read_seen(client: Any, live: dict[str, dict[str, Any]], focused: bool, workers: int) -> set[tuple[str, str, str, str]]:
@@ -333,19 +369,29 @@ def read_seen(client: Any, live: dict[str, dict[str, Any]], focused: bool, worke
     if not focused:
         return seen_events(list_items(client, "/api/v1/events", fieldSelector=selector)[0])
 
-    def of_service(service: dict[str, Any]) -> list[dict[str, Any]]:
-        meta = service["metadata"]
+    def of_object(obj: dict[str, Any]) -> list[dict[str, Any]]:
+        meta = obj["metadata"]
         return list_items(client, f"/api/v1/namespaces/{meta['namespace']}/events",
                           fieldSelector=f"{selector},involvedObject.uid={meta['uid']}")[0]
 
-    return seen_events(event for events in _parallel(workers, of_service, list(live.values())) for event in events)
+    return seen_events(event for events in _parallel(workers, of_object, list(live.values())) for event in events)
+
+
+def write_context(params: dict[str, Any]) -> WriteContext:
+    """The gateways' reports (``gateways``) as the status writers read them."""
+    gateways = {}
+    for name, raw in (params["gateways"] or {}).items():
+        raw = raw if isinstance(raw, dict) else {}
+        gateways[str(name)] = (raw.get("converged") is True, GatewayObservation.from_data(raw.get("observed")))
+    return WriteContext(gateways=gateways, converge=not params["refresh"], now=_now(), ip_mode=params["ip_mode"])
 
 
 def run_batch(module: AnsibleModule, client: Any) -> dict[str, Any]:
     params = module.params
     try:
         items = read_status_document(params["services"])
-    except DocumentError as err:
+        writers = {item.kind: writer_for(item.kind) for item in items}
+    except (DocumentError, ValueError) as err:
         raise StatusError(f"services: {err}") from None
     if params["cluster"]:
         items = [item for item in items if item.cluster == params["cluster"]]
@@ -361,10 +407,11 @@ def run_batch(module: AnsibleModule, client: Any) -> dict[str, Any]:
         live = read_live(client, items, focused, workers)
         seen = read_seen(client, live, focused, workers) if params["stage"] == "publish" else set()
     except ApiError as err:
-        raise StatusError(f"reading Services and Events: {err}") from None
+        raise StatusError(f"reading the objects and Events: {err}") from None
     mark = params["load_balancer_class"]
+    context = write_context(params)
     plans = [(item, plan(item, live[item.key], seen, stage=params["stage"], release_allowed=params["release"], mark=mark,
-                         ip_mode=params["ip_mode"]))
+                         writer=writers[item.kind], context=context))
              for item in items if item.key in live]
     todo = [(item, each) for item, each in plans if each.writes]
     failures: list[str] = []
@@ -383,7 +430,7 @@ def run_batch(module: AnsibleModule, client: Any) -> dict[str, Any]:
         "counts": {
             "considered": len(items), "missing": len(items) - len(live),
             "claimed": sum(1 for _item, each in todo if each.claim),
-            "status_written": sum(1 for _item, each in todo if each.ingress is not None),
+            "status_written": sum(1 for _item, each in todo if each.status is not None),
             "events": sum(len(each.events) for _item, each in todo),
             "released": sum(1 for item, _each in todo if item.release),
             "withheld": sum(1 for _item, each in plans if each.withheld),
@@ -394,10 +441,9 @@ def run_batch(module: AnsibleModule, client: Any) -> dict[str, Any]:
         "failures": failures,
     }
     if module._diff:
-        changed_ingress = [each for _item, each in todo if each.ingress is not None]
-        result["diff"] = {"before": {each.key: each.before for each in changed_ingress},
-                          "after": {each.key: [entry["ip"] for entry in each.ingress or []] for each in changed_ingress},
-                          "before_header": "status.loadBalancer.ingress", "after_header": "status.loadBalancer.ingress"}
+        moved = [each for _item, each in todo if each.status is not None and each.after != each.before]
+        result["diff"] = {"before": {each.key: each.before for each in moved}, "after": {each.key: each.after for each in moved},
+                          "before_header": "addresses in status", "after_header": "addresses in status"}
     return result
 
 
@@ -473,7 +519,7 @@ def run_single(module: AnsibleModule, client: Any) -> dict[str, Any]:
         raise StatusError(str(err)) from None
     event = checked_event(params["event"]) if params["event"] else None
     result: dict[str, Any] = {"changed": False, "ingress": [], "found": False, "event_created": False, "event_updated": False}
-    service = read_service(client, namespace, name)
+    service = read_object(client, namespace, name)
     if service is None:
         if params["missing_ok"]:
             return result
@@ -517,6 +563,8 @@ def main() -> None:
             field_manager=dict(type="str", default="portico"),
             missing_ok=dict(type="bool", default=False),
             event_repeat=dict(type="str", choices=["bump", "once"], default="bump"),
+            gateways=dict(type="dict", default={}),
+            refresh=dict(type="bool", default=False),
         ),
         mutually_exclusive=[("services", "namespace"), ("services", "ingress"), ("services", "event")],
         required_one_of=[("services", "namespace")],
@@ -530,7 +578,7 @@ def main() -> None:
         if module.params["services"] is not None:
             result = run_batch(module, client)
             if result["failures"]:
-                module.fail_json(msg=f"{len(result['failures'])} Service(s) could not be written: " + "; ".join(result["failures"][:10]),
+                module.fail_json(msg=f"{len(result['failures'])} object(s) could not be written: " + "; ".join(result["failures"][:10]),
                                  **result)
         else:
             result = run_single(module, client)

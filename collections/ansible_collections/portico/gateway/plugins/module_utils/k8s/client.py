@@ -15,6 +15,7 @@ and writes a few fields of plain JSON anyway.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,18 @@ class ApiError(RuntimeError):
         self.message = message
 
 
+def unreachable_reason(err: BaseException) -> str:
+    """Why a request never got an answer, in a few words ("Connection refused", "timed out"):
+    urllib3 nests the cause in a long retry message that names objects by memory address."""
+    text = str(getattr(err, "reason", None) or err)
+    errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if errno:
+        return errno.group(1).strip()
+    if "timed out" in text.lower():
+        return "timed out"
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
 def _status_message(status: int, reason: str, data: bytes) -> str:
     """The message of the API's Status body, else the HTTP reason."""
     try:
@@ -114,7 +127,8 @@ def request(client: Any, method: str, path: str, *, query: Iterable[tuple[str, A
         response = client.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout)
         data = response.read()
     except Exception as err:  # urllib3 and the client raise several unrelated types for one unreachable API
-        raise ApiError(0, f"cannot reach the Kubernetes API: {err}") from None
+        host = getattr(getattr(client, "configuration", None), "host", "") or "?"
+        raise ApiError(0, f"cannot reach the Kubernetes API at {host}: {unreachable_reason(err)}") from None
     if not 200 <= response.status < 300:
         raise ApiError(response.status, _status_message(response.status, response.reason, data))
     return json.loads(data) if data else None

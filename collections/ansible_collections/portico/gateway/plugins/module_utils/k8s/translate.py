@@ -47,6 +47,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.annotations im
     annotation_field,
     read_annotations,
 )
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.kinds import KINDS, SERVICE
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import (
     AddressRange,
     IPAddress,
@@ -77,7 +78,7 @@ EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 # The cloud-provider service controller's finalizer: a Service that carries it is not removed
 # before its load balancer is gone (Portico adds it when it starts serving a Service).
-CLEANUP_FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
+CLEANUP_FINALIZER = SERVICE.finalizer
 # Why a LoadBalancer Service got no entry (counted for the inventory's summary line).
 SKIP_REASONS = {
     "class": "of another loadBalancerClass",
@@ -113,7 +114,7 @@ _ANY_POOL = Pool(
 
 @dataclass(frozen=True)
 class TranslateOptions:
-    """How one cluster's Services are selected and translated (``k8s.sources`` reads them from
+    """How one cluster's objects are selected and translated (``k8s.sources`` reads them from
     the inventory source)."""
 
     cluster: str
@@ -126,6 +127,8 @@ class TranslateOptions:
     # connections; True: in nodeport mode it is sent to the nodes anyway (kube-proxy decides).
     serve_without_endpoints: bool = False
     node_health_check: str = "node_port"  # one of NODE_HEALTH_CHECKS
+    # The kinds of objects served (``k8s.kinds``): Services and Portico's LoadBalancer resources.
+    kinds: tuple[str, ...] = tuple(KINDS)
 
 
 @dataclass(frozen=True)
@@ -187,18 +190,19 @@ def _class_reason(service: Mapping[str, Any], options: TranslateOptions) -> str 
     return None if lb_class == options.load_balancer_class else "class"
 
 
-def has_cleanup_finalizer(service: Mapping[str, Any]) -> bool:
-    return CLEANUP_FINALIZER in (_meta(service).get("finalizers") or [])
+def has_cleanup_finalizer(obj: Mapping[str, Any], finalizer: str = CLEANUP_FINALIZER) -> bool:
+    """The object carries its kind's cleanup finalizer (a Service's by default)."""
+    return finalizer in (_meta(obj).get("finalizers") or [])
 
 
-def is_marked(service: Mapping[str, Any], options: TranslateOptions) -> bool:
-    """Portico (this installation: its class) served the Service and has not released it yet."""
-    return (_meta(service).get("annotations") or {}).get(SERVED_BY_ANNOTATION) == options.load_balancer_class
+def is_marked(obj: Mapping[str, Any], options: TranslateOptions) -> bool:
+    """Portico (this installation: its class) served the object and has not released it yet."""
+    return (_meta(obj).get("annotations") or {}).get(SERVED_BY_ANNOTATION) == options.load_balancer_class
 
 
-def is_claimed(service: Mapping[str, Any], options: TranslateOptions) -> bool:
-    """The Service carries the cleanup finalizer and this installation's mark."""
-    return has_cleanup_finalizer(service) and is_marked(service, options)
+def is_claimed(obj: Mapping[str, Any], options: TranslateOptions, finalizer: str = CLEANUP_FINALIZER) -> bool:
+    """The object carries its kind's cleanup finalizer and this installation's mark."""
+    return has_cleanup_finalizer(obj, finalizer) and is_marked(obj, options)
 
 
 @dataclass(frozen=True)
@@ -211,8 +215,14 @@ class Scope:
 
 def scope_of(service: Mapping[str, Any], options: TranslateOptions) -> Scope:
     """Serve, release (Portico served it and must now give it up) or skip one Service."""
-    meta = _meta(service)
-    reason = _class_reason(service, options)
+    return object_scope(service, options, _class_reason(service, options), CLEANUP_FINALIZER)
+
+
+def object_scope(obj: Mapping[str, Any], options: TranslateOptions, class_reason: str | None, finalizer: str) -> Scope:
+    """Serve, release or skip one object of any kind, given why its kind's type or class is not
+    Portico's (``class_reason``, None when it is) and the kind's cleanup finalizer."""
+    meta = _meta(obj)
+    reason = class_reason
     if reason is None and not wants_namespace(str(meta.get("namespace", "")), options):
         reason = "namespace"
     deleting = bool(meta.get("deletionTimestamp"))
@@ -220,9 +230,9 @@ def scope_of(service: Mapping[str, Any], options: TranslateOptions) -> Scope:
         return Scope("serve")
     if reason is None:
         # Being deleted: the finalizer holds it until Portico withdrew the VIP.
-        return Scope("release", "being deleted") if has_cleanup_finalizer(service) else Scope("skip", "deleting")
-    if is_marked(service, options) and (has_cleanup_finalizer(service) or not deleting):
-        return Scope("release", "being deleted" if deleting else _left_scope(service, reason))
+        return Scope("release", "being deleted") if has_cleanup_finalizer(obj, finalizer) else Scope("skip", "deleting")
+    if is_marked(obj, options) and (has_cleanup_finalizer(obj, finalizer) or not deleting):
+        return Scope("release", "being deleted" if deleting else _left_scope(obj, reason))
     return Scope("skip", reason)
 
 
@@ -572,7 +582,8 @@ def _default_health_check(
     return {"type": "tcp"}, {}
 
 
-def _lb_name(key: str, index: int, family: int) -> str:
+def lb_name(key: str, index: int, family: int) -> str:
+    """The name of an object's LB of one family: its key for the first family."""
     return key if index == 0 else f"{key}/ipv{family}"
 
 
@@ -586,11 +597,14 @@ def _lb_ports(ports: Sequence[ServiceSpecPort], backend_ports: Sequence[int | No
     return result
 
 
-def _model_problems(lb: Mapping[str, Any], family: int, sources: FieldSources) -> list[Problem]:
-    """The model's verdict on one LB dict, each problem on the Service field that set the value."""
-    # Backends are valid by construction (parsed node and pod IPs of the family, deduplicated);
-    # leaving them out keeps thousands of Services cheap. lb_validate still checks them later.
-    probe = {**lb, "vip": "0.0.0.0" if family == 4 else "::", "pool": _ANY_POOL.name, "backends": []}
+def model_problems(lb: Mapping[str, Any], family: int, sources: FieldSources, check_backends: bool = False) -> list[Problem]:
+    """The model's verdict on one LB dict (all but its VIP, not allocated yet), each problem on
+    the source object's field that set the value."""
+    # A Service's backends are valid by construction (parsed node and pod IPs of the family,
+    # deduplicated); leaving them out keeps thousands of Services cheap. lb_validate still checks
+    # them later. Backends a user lists (a LoadBalancer resource) are checked here.
+    backends = lb.get("backends") if check_backends else []
+    probe = {**lb, "vip": "0.0.0.0" if family == 4 else "::", "pool": _ANY_POOL.name, "backends": backends}
     try:
         parse_loadbalancer(probe, {_ANY_POOL.name: _ANY_POOL})
     except LBValidationError as err:
@@ -636,7 +650,8 @@ def _port_sources(ports: Sequence[ServiceSpecPort], mode: str) -> dict[str, str]
 _CLASH_FIELD_RE = re.compile(r"^(name|ports\[[0-9]+\]\.port)$")
 
 
-def _clash_sources(sources: FieldSources) -> dict[str, str]:
+def clash_sources(sources: FieldSources) -> dict[str, str]:
+    """The part of a field map that an entry carries to the whole model (``field_sources``)."""
     return {lb_field: spec_field for lb_field, spec_field in sources.fields.items() if _CLASH_FIELD_RE.match(lb_field)}
 
 
@@ -652,7 +667,7 @@ def _field_sources(
 
 
 def _loadbalancer(view: _ServiceView, index: int, family: int, nodes: NodeBackends, report: Report) -> dict[str, Any]:
-    name = _lb_name(view.key, index, family)
+    name = lb_name(view.key, index, family)
     if view.mode == "nodeport":
         backend_ports: Sequence[int | None] = [port.node_port for port in view.ports]
         backends = _nodeport_backends(nodes, family) if view.send_to_nodes else []
@@ -673,7 +688,7 @@ def _loadbalancer(view: _ServiceView, index: int, family: int, nodes: NodeBacken
         "source_ranges": source_ranges,
         "preserve_source_ip": view.preserve_source_ip,
         "session_affinity": view.session_affinity,
-        "source": "kubernetes",
+        "source": SERVICE.lb_source,
     }
     if view.session_affinity_timeout is not None:
         lb["session_affinity_timeout_s"] = view.session_affinity_timeout
@@ -718,7 +733,7 @@ def _loadbalancers(view: _ServiceView, families: Sequence[int], nodes: NodeBacke
     the families share the Service's fields)."""
     loadbalancers = [_loadbalancer(view, index, family, nodes, report) for index, family in enumerate(families)]
     for lb, family in zip(loadbalancers, families):
-        report.problems.extend(p for p in _model_problems(lb, family, view.field_sources) if p not in report.problems)
+        report.problems.extend(p for p in model_problems(lb, family, view.field_sources) if p not in report.problems)
     return loadbalancers
 
 
@@ -749,7 +764,7 @@ def translate_service(
         backends = nodes if isinstance(nodes, NodeBackends) else node_backends(nodes)
         loadbalancers = _loadbalancers(view, families, backends, report)
     return {
-        **_identity(options, meta),
+        **object_identity(options, meta),
         "ip_families": families,
         "requested_ips": settings.requested_ips,
         "requested_ips_field": settings.requested_ips_field,
@@ -759,7 +774,7 @@ def translate_service(
         "sharing_key": settings.sharing_key,
         "backend_mode": settings.backend_mode,
         "loadbalancers": [] if report.problems else loadbalancers,
-        "field_sources": _clash_sources(view.field_sources) if loadbalancers and not report.problems else {},
+        "field_sources": clash_sources(view.field_sources) if loadbalancers and not report.problems else {},
         "claimed": is_claimed(service, options),
         "release": False,
         "problems": to_data(report.problems),
@@ -772,7 +787,7 @@ def release_entry(service: Mapping[str, Any], options: TranslateOptions, reason:
     write-back released it (status cleared, finalizer removed) after the gateways converged."""
     meta = _meta(service)
     return {
-        **_identity(options, meta),
+        **object_identity(options, meta),
         "ip_families": [], "requested_ips": [], "requested_ips_field": annotation_field(IPS_ANNOTATION),
         "status_ips": _status_ips(service), "pool": None, "pool_field": annotation_field(POOL_ANNOTATION),
         "sharing_key": None, "backend_mode": options.backend_mode, "loadbalancers": [], "field_sources": {},
@@ -780,7 +795,8 @@ def release_entry(service: Mapping[str, Any], options: TranslateOptions, reason:
     }
 
 
-def _identity(options: TranslateOptions, meta: Mapping[str, Any]) -> dict[str, str]:
+def object_identity(options: TranslateOptions, meta: Mapping[str, Any]) -> dict[str, str]:
+    """Who an entry is about: the fields every kind's entries share."""
     return {
         "cluster": options.cluster,
         "namespace": str(meta.get("namespace", "")),
@@ -800,7 +816,7 @@ def _broken_entry(service: Mapping[str, Any], options: TranslateOptions, err: Ex
     meta = _meta(service) if isinstance(service, Mapping) else {}
     problem = Problem(_service_key(options.cluster, meta), "spec", f"cannot be translated ({type(err).__name__}: {err})")
     return {
-        **_identity(options, meta),
+        **object_identity(options, meta),
         "ip_families": [], "requested_ips": [], "requested_ips_field": annotation_field(IPS_ANNOTATION),
         "status_ips": [], "pool": None, "pool_field": annotation_field(POOL_ANNOTATION), "sharing_key": None,
         "backend_mode": options.backend_mode, "loadbalancers": [], "field_sources": {}, "release": False,

@@ -7,16 +7,18 @@ Shared by ``bin/portico-watch`` (a plain command and systemd service) and the Ev
 Ansible source plugin ``portico.gateway.k8s_services``; it imports nothing from Ansible so
 both run it outside Ansible.
 
-- ``ClusterState`` keeps a fingerprint of the parts of each Service, EndpointSlice and Node
-  that Portico reads, so no-op writes (above all Portico's own ``status.loadBalancer``
-  write-back) are dropped instead of triggering a run that triggers the next one.
+- ``ClusterState`` keeps a fingerprint of the parts of each Service, EndpointSlice, Node and
+  object of the other kinds a source serves (``k8s.resources``: Portico's LoadBalancer resource)
+  that Portico reads, so no-op writes (above all Portico's own status write-back) are dropped
+  instead of triggering a run that triggers the next one.
 - ``Debouncer`` is the pure scheduling state (clock passed in): a dirty set of keys, a quiet
   window, a cap on the wait, one run at a time, exponential back-off, a periodic full resync.
 - ``ClusterWatcher`` runs list+watch per resource with resourceVersion tracking, bookmarks,
   410 Gone -> relist (diffed against the fingerprints) and reconnect with back-off.
 - ``Reconciler`` ties them together and calls ``run(batch)`` for every trigger.
 
-Keys are ``<cluster>/<namespace>/<service>``; a Node is ``<cluster>//<node>`` (no namespace,
+Keys are ``<cluster>/<namespace>/<service>``, ``<cluster>/<namespace>/<Kind>/<name>`` for the
+other kinds (``model.documents.object_key``); a Node is ``<cluster>//<node>`` (no namespace,
 as Kubernetes keys cluster-scoped objects): it affects every nodeport Service of its cluster
 and the pod-CIDR routes. Namespaces and names are checked against the API's DNS naming rules
 before they become keys, so a key is always plain text that templating cannot act on.
@@ -37,10 +39,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import api_client
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.resources import RESOURCE_KINDS, resource_kinds
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.sources import ClusterConfig
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.annotations import SERVED_BY_ANNOTATION
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import (
     SERVICE_NAME_LABEL,
+    Scope,
     TranslateOptions,
     node_entries,
     scope_of,
@@ -66,6 +70,9 @@ LOG = logging.getLogger("portico.watch")
 
 KINDS = ("Service", "EndpointSlice", "Node")
 HTTP_GONE = 410
+HTTP_NOT_FOUND = 404
+# A kind the API does not serve (its CRD is not installed) is looked for again this often.
+ABSENT_KIND_RETRY = 60.0
 # DNS-1123 subdomain (names) and label (namespaces), as the API server enforces them.
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -94,19 +101,24 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def service_fingerprint(service: Mapping[str, Any], options: TranslateOptions) -> Fingerprint | None:
-    """Digests of what Portico reads from a Service it serves or must release; None otherwise.
+    """Digests of what Portico reads from a Service it serves or must release; None otherwise."""
+    return object_fingerprint(service, scope_of(service, options))
+
+
+def object_fingerprint(obj: Mapping[str, Any], scope: Scope) -> Fingerprint | None:
+    """Digests of what Portico reads from an object it serves or must release (``scope``, by its
+    kind's rules); None otherwise.
 
     What Portico writes itself is left out on purpose, so its own writes never trigger the next
     run: ``status``, the cleanup finalizer and its ``portico.io/served-by`` mark. The start of a
-    deletion (``deletionTimestamp``) is in: it turns a served Service into one to release.
+    deletion (``deletionTimestamp``) is in: it turns a served object into one to release.
     """
-    scope = scope_of(service, options)
     if scope.action == "skip":
         return None
-    meta = _meta(service)
+    meta = _meta(obj)
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != SERVED_BY_ANNOTATION}
     return {
-        "spec": _digest(service.get("spec") or {}),
+        "spec": _digest(obj.get("spec") or {}),
         "annotations": _digest(annotations),
         "labels": _digest(meta.get("labels") or {}),
         "scope": _digest([scope.action, scope.reason]),
@@ -148,13 +160,16 @@ class ClusterState:
     def __init__(self, options: TranslateOptions):
         self.options = options
         self._lock = threading.Lock()
-        self._seen: dict[str, dict[tuple[str, str], Fingerprint]] = {kind: {} for kind in KINDS}
+        self.kinds = (*KINDS, *(resource.kind.kind for resource in resource_kinds(options)))
+        self._seen: dict[str, dict[tuple[str, str], Fingerprint]] = {kind: {} for kind in self.kinds}
 
     def _fingerprint(self, kind: str, obj: Mapping[str, Any]) -> Fingerprint | None:
         if kind == "Service":
             return service_fingerprint(obj, self.options)
         if kind == "EndpointSlice":
             return slice_fingerprint(obj)
+        if kind in RESOURCE_KINDS:
+            return object_fingerprint(obj, RESOURCE_KINDS[kind].scope(obj, self.options))
         return node_fingerprint(obj, self.options.cluster)
 
     def _identity(self, kind: str, obj: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -216,7 +231,8 @@ class ClusterState:
             reason = {"DELETED": f"{kind} deleted", "MODIFIED": f"{kind} no longer served"}.get(how, f"{kind} gone")
         else:
             reason = f"{kind} {_changed_parts(old, new)} changed"
-        return [Change(f"{cluster}/{namespace}/{name}", f"{reason} (relist)" if how == "relist" else reason)]
+        key = RESOURCE_KINDS[kind].kind.key(cluster, namespace, name) if kind in RESOURCE_KINDS else f"{cluster}/{namespace}/{name}"
+        return [Change(key, f"{reason} (relist)" if how == "relist" else reason)]
 
 
 # --- debounce, serialise, back off, resync -------------------------------------------------
@@ -405,6 +421,7 @@ class _Resource:
     call: Callable[..., Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
     rv: str | None = None  # where to resume watching; None: list first
+    optional: bool = False  # a custom resource: the API may not serve it (CRD not installed)
 
 
 Submit = Callable[[list[Change]], None]
@@ -426,13 +443,19 @@ class ClusterWatcher:
 
     def start(self) -> None:
         client = api_client(self.cluster.auth)
-        core, discovery = k8s.CoreV1Api(client), k8s.DiscoveryV1Api(client)
+        core, discovery, custom = k8s.CoreV1Api(client), k8s.DiscoveryV1Api(client), k8s.CustomObjectsApi(client)
         self.resources = [
             _Resource("Service", core.list_service_for_all_namespaces),
             # Only slices that belong to a Service (the inventory plugin lists the same ones).
             _Resource("EndpointSlice", discovery.list_endpoint_slice_for_all_namespaces, {"label_selector": SERVICE_NAME_LABEL}),
             _Resource("Node", core.list_node),
+            *(_Resource(resource.kind.kind, custom.list_cluster_custom_object,
+                        {"group": resource.kind.group, "version": resource.kind.version, "plural": resource.kind.plural},
+                        optional=True)
+              for resource in resource_kinds(self.cluster.options)),
         ]
+        if "Service" not in self.cluster.options.kinds:  # EndpointSlices and Nodes only matter to Services
+            self.resources = [r for r in self.resources if r.kind not in KINDS]
         for resource in self.resources:
             thread = threading.Thread(target=self.loop, args=(resource,), daemon=True,
                                       name=f"watch-{self.cluster.name}-{resource.kind}")
@@ -470,6 +493,11 @@ class ClusterWatcher:
                 if err.status == HTTP_GONE:
                     LOG.info("%s: resourceVersion %s is gone, listing again", where, resource.rv)
                     resource.rv = None
+                    continue
+                if err.status == HTTP_NOT_FOUND and resource.optional:
+                    LOG.info("%s: not served by the API (CRD not installed); looking again in %gs", where, ABSENT_KIND_RETRY)
+                    resource.rv = None
+                    self._stopping.wait(ABSENT_KIND_RETRY)
                     continue
                 LOG.warning("%s: API error %s %s; retrying in %.1fs", where, err.status, err.reason, delay)
                 delay = self._pause(delay)

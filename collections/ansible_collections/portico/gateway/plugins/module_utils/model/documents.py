@@ -9,10 +9,11 @@ at thousands of Services that costs minutes (5,000 Services with every node a ba
 only the code that needs the data decodes it. Three documents cross Ansible:
 
 - ``SERVICES_FORMAT``: the k8s_services inventory plugin's ``portico_k8s_services`` (one entry
-  per Service, see ``k8s.translate``), read by ``lb_validate``;
+  per Kubernetes object Portico serves: a Service, see ``k8s.translate``, or another ``kind``,
+  see ``k8s.kinds``), read by ``lb_validate``;
 - ``LB_MODEL_FORMAT``: ``lb_validate``'s ``portico_lb_model`` (the valid LB definitions), read by
   the dataplane module, the config checks and the roles' filters;
-- ``STATUS_FORMAT``: ``lb_validate``'s ``portico_k8s_status`` (what each Service is told), read
+- ``STATUS_FORMAT``: ``lb_validate``'s ``portico_k8s_status`` (what each object is told), read
   by the status write-back.
 
 Backend sets: most LBs from one cluster send to the same backends (every node, in nodeport mode).
@@ -38,6 +39,9 @@ STATUS_FORMAT = "portico.io/k8s-status/v1"
 # The list each format carries (a plain list of that is read as a document without backend sets).
 ITEMS = {SERVICES_FORMAT: "services", LB_MODEL_FORMAT: "loadbalancers", STATUS_FORMAT: "services"}
 SET_KEY = "set"
+# The kind of an entry that names none: entries of the services document were all Services before
+# other kinds of Kubernetes objects (Portico's LoadBalancer resource) became sources too.
+SERVICE_KIND = "Service"
 
 
 class DocumentError(ValueError):
@@ -88,6 +92,22 @@ def decode(value: Any, format_name: str, subject: str = "") -> dict[str, Any]:
     if not isinstance(items, list) or not isinstance(sets, Mapping):
         raise DocumentError(Problem(subject, items_key, f"expected a list and backend_sets a mapping, got {type(items).__name__}"))
     return {"format": format_name, "backend_sets": sets, items_key: items}
+
+
+def object_key(cluster: str, namespace: str, name: str, kind: str = SERVICE_KIND) -> str:
+    """The one spelling of a source object's key: its entries, allocations, statuses, LB names and
+    the watcher's changed keys all use it. A Service is ``cluster/namespace/name``; another kind is
+    ``cluster/namespace/<Kind>/name`` (a kind is capitalised and no namespace or Service name is,
+    so no key of one kind can be a key, or a second family's LB name, of another)."""
+    if kind == SERVICE_KIND:
+        return f"{cluster}/{namespace}/{name}"
+    return f"{cluster}/{namespace}/{kind}/{name}"
+
+
+def entry_key(entry: Mapping[str, Any]) -> str:
+    """The key of an entry of the services or status document (``object_key`` of its identity)."""
+    return object_key(str(entry.get("cluster", "")), str(entry.get("namespace", "")), str(entry.get("name", "")),
+                      str(entry.get("kind") or SERVICE_KIND))
 
 
 def set_id(raw_backends: Any) -> str | None:

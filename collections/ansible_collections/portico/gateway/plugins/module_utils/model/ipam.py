@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from ansible_collections.portico.gateway.plugins.module_utils.model.documents import SERVICE_KIND, entry_key, object_key
 from ansible_collections.portico.gateway.plugins.module_utils.model.problems import Problem, from_data
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -164,7 +165,8 @@ def pool_of(address: IPAddress, pools: Mapping[str, Pool]) -> Pool | None:
 
 
 # ---------------------------------------------------------------------------
-# Allocation: one VIP per IP family per Kubernetes Service.
+# Allocation: one VIP per IP family per Kubernetes Service (or other source object: a Portico
+# LoadBalancer resource; one allocation over every kind, so the same rules hold between them).
 #
 # Stability rules (why the code is shaped like this):
 # * a Service being released (deleted, or out of Portico's scope, while its VIP may still be
@@ -182,6 +184,9 @@ def pool_of(address: IPAddress, pools: Mapping[str, Pool]) -> Pool | None:
 # ---------------------------------------------------------------------------
 
 AllocationInput = Mapping[str, Any]
+DEFAULT_POOL_FIELD = "metadata.annotations['portico.io/pool']"
+DEFAULT_REQUESTED_FIELD = "metadata.annotations['portico.io/loadBalancerIPs']"
+DEFAULT_STATUS_FIELD = "status.loadBalancer.ingress"
 
 
 @dataclass
@@ -197,15 +202,16 @@ class Allocation:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     release: bool = False  # not served: ``ips`` are only held until the release is done
+    kind: str = SERVICE_KIND
 
     @property
     def key(self) -> str:
-        return f"{self.cluster}/{self.namespace}/{self.name}"
+        return object_key(self.cluster, self.namespace, self.name, self.kind)
 
 
 @dataclass
 class _Claimant:
-    """Allocation's working view of one Service entry."""
+    """Allocation's working view of one entry (a Service, or another kind of source object)."""
 
     key: str
     entry: AllocationInput
@@ -213,9 +219,10 @@ class _Claimant:
     families: tuple[int, ...]
     status: tuple[IPAddress, ...]
     requested: dict[int, IPAddress]
-    pool: str | None
-    pool_field: str
-    requested_field: str
+    pools: dict[int, str | None]  # per family: the pool asked for (None: any the namespace may use)
+    pool_fields: dict[int, str]  # per family: the field that asks for it
+    requested_fields: dict[int, str]  # per family: the field that asks for an address
+    optional: frozenset[int]  # families served only when a pool has an address for them
     sharing_key: str | None
     ports: frozenset[tuple[str, int]]
     age: tuple[int, str, str, str]  # sort key: creationTimestamp (missing last), uid, key
@@ -223,6 +230,7 @@ class _Claimant:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     chosen: dict[int, tuple[IPAddress, str]] = field(default_factory=dict)
+    dropped: set[int] = field(default_factory=set)  # optional families left out (no address for them)
     lbs: list[Mapping[str, Any]] = field(default_factory=list)  # the entry's LB definitions, checked
 
     def fail(self, where: str, message: str) -> None:
@@ -407,8 +415,20 @@ def _age(entry: AllocationInput, key: str) -> tuple[int, str, str, str]:
     return (0 if created else 1, created, str(entry.get("uid") or ""), key)
 
 
+def _family_addresses(entry: AllocationInput, families: Sequence[int], problems: list[Problem], key: str) -> list[Mapping[str, Any]]:
+    """The entry's per-family ``addresses`` (pool and/or address of one family, each with the field
+    that set it), as kinds other than Services give them."""
+    items = []
+    for index, item in enumerate(_items(entry, "addresses", problems, key)):
+        if not isinstance(item, Mapping) or item.get("family") not in (4, 6):
+            problems.append(Problem(key, f"addresses[{index}]", f"expected {{family: 4 or 6, pool, ip}}, got {item!r}"))
+        elif item["family"] in families:
+            items.append(item)
+    return items
+
+
 def _claimant_of(entry: AllocationInput) -> _Claimant:
-    key = "/".join(str(entry.get(part, "")) for part in ("cluster", "namespace", "name"))
+    key = entry_key(entry)
     shape: list[Problem] = []
     families = tuple(f for f in _items(entry, "ip_families", shape, key) or [4] if f in (4, 6))
     status = tuple(ip for ip in (_ip_or_none(v) for v in _items(entry, "status_ips", shape, key)) if ip is not None)
@@ -416,6 +436,10 @@ def _claimant_of(entry: AllocationInput) -> _Claimant:
     if not all(isinstance(lb, Mapping) for lb in lbs):
         shape.append(Problem(key, "loadbalancers", "expected a list of LB definitions"))
         lbs = []
+    pool = _text_or_none(entry, "pool", shape, key)
+    pool_field = str(entry.get("pool_field") or DEFAULT_POOL_FIELD)
+    requested_field = str(entry.get("requested_ips_field") or DEFAULT_REQUESTED_FIELD)
+    per_family = _family_addresses(entry, families, shape, key)
     claimant = _Claimant(
         key=key,
         entry=entry,
@@ -423,9 +447,10 @@ def _claimant_of(entry: AllocationInput) -> _Claimant:
         families=families,
         status=status,
         requested={},
-        pool=_text_or_none(entry, "pool", shape, key),
-        pool_field=str(entry.get("pool_field") or "metadata.annotations['portico.io/pool']"),
-        requested_field=str(entry.get("requested_ips_field") or "metadata.annotations['portico.io/loadBalancerIPs']"),
+        pools={family: pool for family in families},
+        pool_fields={family: pool_field for family in families},
+        requested_fields={family: requested_field for family in families},
+        optional=frozenset(f for f in _items(entry, "optional_families", shape, key) if f in families[1:]),
         sharing_key=_text_or_none(entry, "sharing_key", shape, key),
         ports=_ports_of(lbs),
         age=_age(entry, key),
@@ -436,12 +461,21 @@ def _claimant_of(entry: AllocationInput) -> _Claimant:
     claimant.lbs = lbs
     if claimant.release:
         return claimant
-    for value in _items(entry, "requested_ips", claimant.problems, key):
+    requests = [(value, requested_field) for value in _items(entry, "requested_ips", claimant.problems, key)]
+    for item in per_family:
+        family = item["family"]
+        if item.get("pool") not in (None, ""):
+            claimant.pools[family] = str(item["pool"])
+            claimant.pool_fields[family] = str(item.get("pool_field") or pool_field)
+        if item.get("ip") not in (None, ""):
+            requests.append((item["ip"], str(item.get("ip_field") or requested_field)))
+    for value, where in requests:
         address = _ip_or_none(value)
         if address is None:
-            claimant.fail(claimant.requested_field, f"{value!r} is not an IP address")
-        elif address.version in families:
-            claimant.requested.setdefault(address.version, address)
+            claimant.fail(where, f"{value!r} is not an IP address")
+        elif address.version in families and address.version not in claimant.requested:
+            claimant.requested[address.version] = address
+            claimant.requested_fields[address.version] = where
     if not claimant.failed and len(lbs) != len(families):
         claimant.fail("loadbalancers", f"expected one per IP family ({len(families)}), got {len(lbs)}")
     return claimant
@@ -452,8 +486,9 @@ def _why_not(claimant: _Claimant, address: IPAddress, pools: Mapping[str, Pool])
     pool = pool_of(address, pools)
     if pool is None:
         return None, f"{address} is not in any pool ({', '.join(sorted(pools)) or 'no pools defined'})"
-    if claimant.pool and pool.name != claimant.pool:
-        return None, f"{address} is in pool {pool.name!r}, not in the requested pool {claimant.pool!r}"
+    wanted = claimant.pools.get(address.version)
+    if wanted and pool.name != wanted:
+        return None, f"{address} is in pool {pool.name!r}, not in the requested pool {wanted!r}"
     if not pool_allows_namespace(pool, claimant.namespace):
         return None, f"{address} is in pool {pool.name!r}, which namespace {claimant.namespace!r} may not use"
     if not pool_usable(pool, address):
@@ -462,14 +497,15 @@ def _why_not(claimant: _Claimant, address: IPAddress, pools: Mapping[str, Pool])
 
 
 def _check_pool_annotation(claimant: _Claimant, pools: Mapping[str, Pool]) -> None:
-    if not claimant.pool:
-        return
-    pool = pools.get(claimant.pool)
-    if pool is None:
-        known = ", ".join(sorted(pools)) or "none defined"
-        claimant.fail(claimant.pool_field, f"unknown pool {claimant.pool!r} (pools: {known})")
-    elif not pool_allows_namespace(pool, claimant.namespace):
-        claimant.fail(claimant.pool_field, f"pool {pool.name!r} may not be used by namespace {claimant.namespace!r}")
+    """The pools asked for exist and the namespace may use them (each asking field once)."""
+    asked = sorted({(claimant.pools[f], claimant.pool_fields[f]) for f in claimant.families if claimant.pools[f]})
+    for name, where in asked:
+        pool = pools.get(name)
+        if pool is None:
+            known = ", ".join(sorted(pools)) or "none defined"
+            claimant.fail(where, f"unknown pool {name!r} (pools: {known})")
+        elif not pool_allows_namespace(pool, claimant.namespace):
+            claimant.fail(where, f"pool {pool.name!r} may not be used by namespace {claimant.namespace!r}")
 
 
 def _hold_for_release(claimant: _Claimant, pools: Mapping[str, Pool], ledger: _Ledger) -> None:
@@ -527,7 +563,8 @@ def _keep_status(claimant: _Claimant, family: int, pools: Mapping[str, Pool], le
             return
         reasons.append(reason or "")
     if reasons:
-        claimant.warn("status.loadBalancer.ingress", f"{'; '.join(reasons)}: choosing another address")
+        where = str(claimant.entry.get("status_ips_field") or DEFAULT_STATUS_FIELD)
+        claimant.warn(where, f"{'; '.join(reasons)}: choosing another address")
 
 
 def _take_requested(claimant: _Claimant, family: int, pools: Mapping[str, Pool], ledger: _Ledger) -> None:
@@ -537,15 +574,16 @@ def _take_requested(claimant: _Claimant, family: int, pools: Mapping[str, Pool],
         conflict = ledger.conflict(address, claimant)
         reason = f"{address} {conflict}" if conflict else None
     if reason is not None or pool is None:
-        claimant.fail(claimant.requested_field, reason or f"{address} is not in any pool")
+        claimant.fail(claimant.requested_fields[family], reason or f"{address} is not in any pool")
         return
     ledger.take(address, claimant)
     claimant.chosen[family] = (address, pool.name)
 
 
 def _candidate_pools(claimant: _Claimant, family: int, pools: Mapping[str, Pool]) -> list[Pool]:
-    if claimant.pool:
-        pool = pools[claimant.pool]
+    wanted = claimant.pools[family]
+    if wanted:
+        pool = pools[wanted]
         return [pool] if family_ranges(pool, family) else []
     return [
         pools[name] for name in sorted(pools)
@@ -569,14 +607,26 @@ def _join_sharing_partner(claimant: _Claimant, family: int, candidates: Sequence
     return False
 
 
+def _no_address(claimant: _Claimant, family: int, where: str, message: str) -> None:
+    """A family that gets no address: the claimant fails, unless the family is optional (then it
+    is served without it, and told so)."""
+    if family in claimant.optional:
+        claimant.dropped.add(family)
+        claimant.warn(where, f"{message}: served on IPv{claimant.families[0]} only")
+    else:
+        claimant.fail(where, message)
+
+
 def _assign_new(claimant: _Claimant, family: int, pools: Mapping[str, Pool], ledger: _Ledger) -> None:
     candidates = _candidate_pools(claimant, family, pools)
-    field_path = claimant.pool_field if claimant.pool else "pools"
+    wanted = claimant.pools[family]
+    field_path = claimant.pool_fields[family] if wanted else "pools"
     if not candidates:
-        if claimant.pool:
-            claimant.fail(field_path, f"pool {claimant.pool!r} has no IPv{family} addresses")
+        if wanted:
+            _no_address(claimant, family, field_path, f"pool {wanted!r} has no IPv{family} addresses")
         else:
-            claimant.fail(field_path, f"no auto-assign pool with IPv{family} addresses may be used by namespace {claimant.namespace!r}")
+            _no_address(claimant, family, field_path,
+                        f"no auto-assign pool with IPv{family} addresses may be used by namespace {claimant.namespace!r}")
         return
     if _join_sharing_partner(claimant, family, candidates, ledger):
         return
@@ -589,7 +639,7 @@ def _assign_new(claimant: _Claimant, family: int, pools: Mapping[str, Pool], led
             claimant.chosen[family] = (address, pool.name)
             return
     names = ", ".join(repr(pool.name) for pool in candidates)
-    claimant.fail(field_path, f"no free IPv{family} address left in pool{'s' if len(candidates) > 1 else ''} {names}")
+    _no_address(claimant, family, field_path, f"no free IPv{family} address left in pool{'s' if len(candidates) > 1 else ''} {names}")
 
 
 def _result_of(claimant: _Claimant) -> Allocation:
@@ -597,6 +647,7 @@ def _result_of(claimant: _Claimant) -> Allocation:
     allocation = Allocation(
         cluster=str(entry.get("cluster", "")), namespace=claimant.namespace, name=str(entry.get("name", "")),
         uid=str(entry.get("uid", "")), problems=claimant.problems, warnings=claimant.warnings, release=claimant.release,
+        kind=str(entry.get("kind") or SERVICE_KIND),
     )
     if claimant.failed:
         return allocation
@@ -604,6 +655,8 @@ def _result_of(claimant: _Claimant) -> Allocation:
         allocation.ips = [str(address) for address in claimant.status]
         return allocation
     for family, lb in zip(claimant.families, claimant.lbs):
+        if family in claimant.dropped:
+            continue
         address, pool_name = claimant.chosen[family]
         allocation.ips.append(str(address))
         allocation.loadbalancers.append({**lb, "vip": str(address), "pool": pool_name})
@@ -650,7 +703,7 @@ def allocate(
     for phase in (_take_requested, _assign_new):
         for claimant in ordered:
             for family in claimant.families:
-                if claimant.failed or family in claimant.chosen:
+                if claimant.failed or family in claimant.chosen or family in claimant.dropped:
                     continue
                 if phase is _take_requested and family not in claimant.requested:
                     continue

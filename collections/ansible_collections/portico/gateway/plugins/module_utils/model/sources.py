@@ -4,9 +4,10 @@
 """Merge the two sources of load balancers into one validated model.
 
 Static LBs (inventory) are strict: any problem fails the run before a host is touched.
-Kubernetes Services are lenient: a Service that cannot be served (bad annotation, no IP,
-clash) is left out with its reasons, and every other Service goes on.
-Static LBs win every clash, so a Service can never take over a configured VIP or listener.
+Kubernetes objects (Services, Portico's LoadBalancer resources: entries of every kind) are
+lenient: one that cannot be served (bad annotation or field, no IP, clash) is left out with its
+reasons, and every other one goes on. Static LBs win every clash, so a Kubernetes object can
+never take over a configured VIP or listener.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.portico.gateway.plugins.module_utils.model.documents import SERVICES_FORMAT, decode
+from ansible_collections.portico.gateway.plugins.module_utils.model.documents import (
+    SERVICE_KIND,
+    SERVICES_FORMAT,
+    decode,
+    entry_key,
+    object_key,
+)
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import Allocation, Pool, allocate
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import (
     LoadBalancer,
@@ -27,11 +34,14 @@ from ansible_collections.portico.gateway.plugins.module_utils.model.problems imp
 
 @dataclass
 class ServiceStatus:
-    """What the write-back tells a Service: its addresses, or why it has none.
+    """What the write-back tells a Service (or an object of another ``kind``): its addresses, or
+    why it has none.
 
-    ``release``: the Service is no longer Portico's to serve (being deleted, or out of scope);
+    ``release``: the object is no longer Portico's to serve (being deleted, or out of scope);
     ``ips`` are then the addresses held for it until the gateways withdrew them, and the
     write-back clears its status and finalizer only after a converge that reached every gateway.
+    ``loadbalancers``: the names of its LBs in the model (what the gateways report health for);
+    ``details``: what its kind's status writer needs besides (the entry's ``status_details``).
     """
 
     cluster: str
@@ -44,10 +54,13 @@ class ServiceStatus:
     release: bool = False
     release_reason: str = ""
     claimed: bool = False  # carried the cleanup finalizer and Portico's mark when it was read
+    kind: str = SERVICE_KIND
+    loadbalancers: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
-        return f"{self.cluster}/{self.namespace}/{self.name}"
+        return object_key(self.cluster, self.namespace, self.name, self.kind)
 
     @property
     def served(self) -> bool:
@@ -62,10 +75,12 @@ class MergedModel:
 
 
 def _status_of(allocation: Allocation, entry: Mapping[str, Any]) -> ServiceStatus:
+    details = entry.get("status_details")
     return ServiceStatus(cluster=allocation.cluster, namespace=allocation.namespace, name=allocation.name,
                          uid=allocation.uid, ips=list(allocation.ips), problems=list(allocation.problems),
                          warnings=list(allocation.warnings), release=allocation.release,
-                         release_reason=str(entry.get("release_reason") or ""), claimed=entry.get("claimed") is True)
+                         release_reason=str(entry.get("release_reason") or ""), claimed=entry.get("claimed") is True,
+                         kind=allocation.kind, details=dict(details) if isinstance(details, Mapping) else {})
 
 
 def _service_lbs(statuses: Sequence[ServiceStatus], allocations: Sequence[Allocation]) -> dict[str, ServiceStatus]:
@@ -76,6 +91,7 @@ def _service_lbs(statuses: Sequence[ServiceStatus], allocations: Sequence[Alloca
             continue
         for lb in allocation.loadbalancers:
             owner[lb["name"]] = status
+            status.loadbalancers.append(str(lb["name"]))
     return owner
 
 
@@ -92,13 +108,14 @@ def _refuse_services(result: ModelResult, owner: Mapping[str, ServiceStatus], so
     for status in owner.values():
         if status.key in refused:
             status.ips = []  # a Service is served whole (every family) or not at all
+            status.loadbalancers = []
     return refused
 
 
 def _field_sources(entries: Sequence[Mapping[str, Any]]) -> dict[str, FieldSources]:
     sources = {}
     for entry in entries:
-        key = "/".join(str(entry.get(part, "")) for part in ("cluster", "namespace", "name"))
+        key = entry_key(entry)
         fields = entry.get("field_sources")
         if isinstance(fields, Mapping) and fields:
             sources[key] = FieldSources(subject=key, fields=fields)

@@ -14,6 +14,11 @@ import ipaddress
 from typing import Any, Mapping, Sequence
 
 from ansible_collections.portico.gateway.plugins.module_utils.model.documents import loadbalancer_items
+from ansible_collections.portico.gateway.plugins.module_utils.model.observed import (
+    BackendObservation,
+    GatewayObservation,
+    LBObservation,
+)
 
 ESTABLISHED = "Established"
 
@@ -112,6 +117,40 @@ def evaluate(
             if vip in vips and vips[vip]["healthy"] == 0:
                 problems.append(f"VIP {vip}: had healthy backends before this change, now 0/{vips[vip]['total']}")
     return {"mode": mode, "drained": drained, "vips": vips, "bgp_peers": dict(bgp_peers or {}), "problems": problems}
+
+
+def _backends_by_lb(healthd: Mapping[str, Any], names: set[str]) -> dict[str, dict[str, BackendObservation]]:
+    """Per LB of ``names``: the checked backends (address -> up, detail) of the health state."""
+    found: dict[str, dict[str, BackendObservation]] = {}
+    for backend in healthd.get("backends") or []:
+        if not isinstance(backend, Mapping):
+            continue
+        # A check shared by several LBs may name them all.
+        owners = backend.get("lbs") if isinstance(backend.get("lbs"), list) else [backend.get("lb")]
+        for owner in owners:
+            if owner in names:
+                found.setdefault(str(owner), {})[str(backend.get("address"))] = BackendObservation(
+                    up=backend.get("up") is not False, detail=str(backend.get("detail") or ""))
+    return found
+
+
+def observe_loadbalancers(healthd: Mapping[str, Any] | None, names: Sequence[str], applied_digest: str,
+                          vips: Mapping[str, Mapping[str, Any]]) -> GatewayObservation:
+    """What this gateway does for the LBs ``names``: whether its health checker runs them (and the
+    configuration applied last, ``applied_digest``), their backends' health, whether it announces
+    their VIPs (``vips``: the per-VIP view of ``evaluate``)."""
+    if healthd is None:
+        return GatewayObservation(reached=True, loadbalancers={name: LBObservation(loaded=False) for name in names})
+    loaded = healthd.get("loadbalancers") if isinstance(healthd.get("loadbalancers"), Mapping) else {}
+    backends = _backends_by_lb(healthd, set(names))
+    lbs = {}
+    for name in names:
+        info = loaded.get(name)
+        vip = str(info.get("vip") or "") if isinstance(info, Mapping) else ""
+        lbs[name] = LBObservation(loaded=isinstance(info, Mapping), vip=vip, announced=bool((vips.get(vip) or {}).get("announced")),
+                                  checked=bool(backends.get(name)), backends=backends.get(name, {}))
+    current = bool(applied_digest) and str(healthd.get("digest") or "") == applied_digest
+    return GatewayObservation(reached=True, current=current, running=healthd.get("daemon_running") is True, loadbalancers=lbs)
 
 
 def status_table(gateways: Mapping[str, Mapping[str, Any]]) -> list[str]:
