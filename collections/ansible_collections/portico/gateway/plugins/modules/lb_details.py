@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: lb_details
 short_description: Report each load balancer a gateway serves, with backend health and traffic
-version_added: "0.5.0"
+version_added: "0.6.0"
 description:
   - Joins what the gateway already has about each load balancer it serves - the definition the
     nft module applied (the dataplane record with VIP, source, listeners and backends), each
