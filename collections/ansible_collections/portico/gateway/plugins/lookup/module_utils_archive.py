@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: module_utils_archive
-version_added: "0.7.0"
+version_added: "0.6.0"
 short_description: One zip archive of some of this collection's module_utils packages, for a gateway
 description:
   - Builds, on the controller, a zip archive of the named C(module_utils) packages (every Python
