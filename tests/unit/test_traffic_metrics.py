@@ -8,6 +8,7 @@ stay, and that the series carry bounded labels.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -44,9 +45,22 @@ def listing(script_layout: traffic.TrafficLayout, values: dict[str, tuple[int, i
         items.append({"map": {"family": "inet", "name": name, "table": objects.TRAFFIC_TABLE, "map": "counter", "elem": elem}})
     for chain in traffic.CHAINS:
         items.append({"chain": {"family": "inet", "name": chain, "table": objects.TRAFFIC_TABLE}})
-        for family in script_layout.families():
-            items.append({"rule": {"family": "inet", "table": objects.TRAFFIC_TABLE, "chain": chain, "comment": f"ipv{family}"}})
+        for rule in traffic.chain_rules(chain, script_layout.families()):
+            comment = re.search(r'comment "([^"]*)"$', rule)
+            assert comment, rule
+            items.append({"rule": {"family": "inet", "table": objects.TRAFFIC_TABLE, "chain": chain, "comment": comment[1]}})
     return traffic.LiveTraffic.from_json(json.dumps({"nftables": items}))
+
+
+def test_backend_counters_count_only_connections_a_load_balancer_dnated():
+    layout = traffic.layout_of(lbs(lb("web", "198.51.100.10")))
+    assert all(rule.startswith("ct status dnat counter ") for rule in traffic.chain_rules(objects.TRAFFIC_BACKEND_CHAIN, (4, 6)))
+    # A table written before the condition existed (its rules say only the family) is rewritten, counters kept.
+    older = listing(layout)
+    older.rules[objects.TRAFFIC_BACKEND_CHAIN] = {"ipv4"}
+    delta = traffic.delta_script(layout, older)
+    assert f"flush chain inet portico_traffic {objects.TRAFFIC_BACKEND_CHAIN}" in delta
+    assert "ct status dnat counter name ip daddr map" in delta and "delete counter" not in delta
 
 
 def test_three_counters_per_listener_and_one_per_backend_address_shared_by_every_lb():

@@ -67,7 +67,7 @@ def _declare(vips: dict[str, Vip], address: str, listeners: list[tuple[str, int]
 
 
 def declared() -> dict[str, Vip]:
-    """VIP -> listeners, from the inventory's static LBs and the API's served Services."""
+    """VIP -> listeners, from the inventory's static LBs and the API's served Services and LoadBalancers."""
     vips: dict[str, Vip] = {}
     for lb in LAB_VARS["portico_loadbalancers"]:
         listeners = [(str(p.get("protocol", "tcp")).lower(), p["port"]) for p in lb["ports"]]
@@ -80,6 +80,14 @@ def declared() -> dict[str, Vip]:
         for ingress in (svc.status.load_balancer.ingress or []):
             if ingress.ip:
                 _declare(vips, ingress.ip, listeners, svc.spec.load_balancer_source_ranges)
+    custom = kubernetes.client.CustomObjectsApi(core.api_client)
+    for plb in custom.list_cluster_custom_object("portico.io", "v1alpha1", "loadbalancers")["items"]:
+        spec = plb["spec"]
+        # A disabled LB keeps its address in the table and answers on no port.
+        listeners = [] if spec.get("state") == "disabled" else [(str(item["protocol"]).lower(), item["port"])
+                                                                 for item in spec["listeners"]]
+        for address in (plb.get("status") or {}).get("addresses") or []:
+            _declare(vips, address, listeners, spec.get("sourceRanges"))
     return vips
 
 

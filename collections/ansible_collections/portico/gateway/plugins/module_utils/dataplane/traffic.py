@@ -154,16 +154,23 @@ _CHAIN_SHAPES = {
 }
 
 
+# What a chain counts besides its lookup. A backend counts the connections a load balancer sent
+# to it (DNATed), not the gateway's own health probes or other traffic routed to its address.
+_CONDITIONS = {objects.TRAFFIC_BACKEND_CHAIN: "ct status dnat "}
+
+
 def chain_rules(chain: str, families: Iterable[int]) -> list[str]:
     """The rules of one chain for the address families the model has (a lookup per packet per family otherwise)."""
     _hook, key, kind = _CHAIN_SHAPES[chain]
+    condition = _CONDITIONS.get(chain, "")
     # The comment names the family, so a listing tells which lookups a chain has.
-    return [f'counter name {_MATCH[family]} {key} map @{objects.traffic_map(kind, family)} comment "{_rule_comment(family)}"'
+    return [f'{condition}counter name {_MATCH[family]} {key} map @{objects.traffic_map(kind, family)} comment "{_rule_comment(chain, family)}"'
             for family in sorted(families)]
 
 
-def _rule_comment(family: int) -> str:
-    return f"ipv{family}"
+def _rule_comment(chain: str, family: int) -> str:
+    """The family, and whether the rule has a condition: a live rule without it is rewritten."""
+    return f"ipv{family} {_CONDITIONS[chain].strip()}" if chain in _CONDITIONS else f"ipv{family}"
 
 
 def _chains(families: Iterable[int]) -> str:
@@ -248,7 +255,7 @@ def delta_script(layout: TrafficLayout, live: LiveTraffic, table: str = objects.
     wanted = layout.counters()
     lines = [f"add counter {full} {name}" for name in wanted if name not in live.counters]
     families = layout.families()
-    if any(live.rules.get(chain, set()) != {_rule_comment(f) for f in families} for chain in CHAINS):
+    if any(live.rules.get(chain, set()) != {_rule_comment(chain, f) for f in families} for chain in CHAINS):
         # A family came or went: its lookups are added or dropped; counters are objects and stay.
         for chain in CHAINS:
             lines.append(f"flush chain {full} {chain}")
