@@ -20,7 +20,7 @@ process, and two gateways in a static inventory, it measures the wall time of:
                   (which is claimed first) to its VIP there (medians of --trials).
 
 Each size runs beside a baseline cluster of --baseline Services measured in the same run, and
-the report prints the ratio and the target of each number (issue 13: 5,000 Services: inventory
+the report prints the ratio and the target of each number (the scale targets at 5,000 Services: inventory
 <= 5 s, validate <= 10 s, first write-back <= 60 s, no-op write-back <= 10 s, watcher path <= 5 s).
 Noisy numbers are never a failure; the exit status is non-zero only when a step fails.
 """

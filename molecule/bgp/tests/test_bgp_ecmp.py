@@ -1,7 +1,7 @@
 """BGP active/active under real traffic: ECMP at the lab router (BIRD 2), BFD failover, VIP
 withdrawal, scale-out to a third gateway and drain, each measured with the lab client.
 
-Targets (issue 5): longest gap <= 1 s when gw1 dies (BFD 100 ms x 3); 50 long-lived connections
+Targets: longest gap <= 1 s when gw1 dies (BFD 100 ms x 3); 50 long-lived connections
 survive; a third gateway adds a third ECMP path without resets; a VIP with no healthy backend
 leaves the router within detection + BGP update time; drain moves traffic with zero resets, and no
 new connection fails through drain and restore (one every 20 ms, and 50 opened straight after).

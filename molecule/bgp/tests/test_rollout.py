@@ -1,4 +1,4 @@
-"""The pipeline's rollout (playbooks/deploy.yml, issue 6): one gateway at a time with a post-check
+"""The pipeline's rollout (playbooks/deploy.yml): one gateway at a time with a post-check
 after each. A change that passes validation but breaks the first gateway (here: a BGP password the
 router does not share) stops the rollout there; the other gateways keep their configuration and
 keep serving. Re-running the good configuration repairs the broken gateway.

@@ -1,6 +1,6 @@
 """VRRP pair (gw1 master, gw2 backup) under real traffic: failover gap, held connections, return.
 
-Targets (issue 5): longest gap for a client probing every 10 ms <= 0.5 s when gw1 dies; long-lived
+Targets: longest gap for a client probing every 10 ms <= 0.5 s when gw1 dies; long-lived
 TCP connections through the VIP survive (conntrackd); gw1 coming back causes no longer gap.
 """
 
