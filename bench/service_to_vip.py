@@ -5,12 +5,15 @@ Needs the lab (`make lab`): the Kubernetes API stand-in, gw1 and the lab client.
   service   create a LoadBalancer Service (+ its EndpointSlice) asking for a VIP, then time until
             the lab client gets an answer through that VIP;
   scale     add a pod to a direct-mode Service's EndpointSlice (a deployment scaled up), then
-            time until the pod is in gw1's backend table.
+            time until the pod is in gw1's backend table;
+  loadbalancer (with --loadbalancer) `kubectl apply -f` a LoadBalancer resource (portico.io,
+            backends node1 and node2) asking for a VIP, then time until the lab client gets an
+            answer through that VIP: the same path as `service`, from the command a user runs.
 Baseline, measured in the same run: one full converge (`ansible-playbook playbooks/site.yml`),
 the least a pipeline or timer-only setup needs to pick the same change up. Prints p50/p99 and
 the ratio p50 / baseline; exits non-zero only when a trial never completes.
 
-    python3 bench/service_to_vip.py [--trials 7] [--timeout 60] [--json out.json]
+    python3 bench/service_to_vip.py [--trials 7] [--timeout 60] [--loadbalancer] [--json out.json]
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -35,6 +40,9 @@ NAMESPACE = "default"
 # DESIGN.md lab plan: the public pool 198.51.100.0/25; .60-.99 are free in the lab inventory.
 VIP_BASE = 60
 SCALE_VIP = "198.51.100.99"
+LB_VIP_BASE = 80  # LoadBalancer resources take .80 on, after the Services' .60 on
+LB_BACKENDS = ["192.0.2.11", "192.0.2.12"]
+LB_KIND = "LoadBalancer"
 POD_ADDRESSES = ["198.19.1.10", "198.19.2.10", "198.19.3.10"]
 
 
@@ -95,6 +103,29 @@ def endpoint_slice(name: str, pods: list[str]) -> dict[str, Any]:
             "ports": [{"name": "http", "protocol": "TCP", "port": 8080}]}
 
 
+def loadbalancer(name: str, vip: str) -> dict[str, Any]:
+    return {"apiVersion": "portico.io/v1alpha1", "kind": LB_KIND,
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"portico-bench": "1"}},
+            "spec": {"addresses": [{"family": "IPv4", "ip": vip}],
+                     "listeners": [{"name": "http", "protocol": "tcp", "port": 80, "backendPort": 8080}],
+                     "backends": [{"address": address} for address in LB_BACKENDS]}}
+
+
+def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["kubectl", "--kubeconfig", KUBECONFIG, *args], input=stdin, capture_output=True, text=True, check=True)
+
+
+def delete_loadbalancers(force: bool) -> None:
+    """Delete the bench's LoadBalancer resources. Each one Portico served stays, held by its cleanup
+    finalizer, until a run withdraws its VIP; ``force`` takes the finalizers off (leftovers of an
+    interrupted run, before the full converge that withdraws whatever is left of them)."""
+    kubectl("delete", "loadbalancers.portico.io", "-n", NAMESPACE, "-l", "portico-bench=1", "--ignore-not-found", "--wait=false")
+    if force:
+        names = kubectl("get", "loadbalancers.portico.io", "-n", NAMESPACE, "-l", "portico-bench=1", "-o", "name").stdout.split()
+        for name in names:
+            kubectl("patch", "-n", NAMESPACE, name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
+
+
 def cleanup(core: client.CoreV1Api, discovery: client.DiscoveryV1Api) -> None:
     for svc in core.list_namespaced_service(NAMESPACE, label_selector="portico-bench=1").items:
         core.delete_namespaced_service(svc.metadata.name, NAMESPACE)
@@ -124,10 +155,16 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=60)
     parser.add_argument("--json", type=pathlib.Path)
+    parser.add_argument("--loadbalancer", action="store_true",
+                        help="also time `kubectl apply -f` of a LoadBalancer resource until its VIP answers")
     args = parser.parse_args()
+    if args.loadbalancer and args.trials > 99 - LB_VIP_BASE:
+        parser.error(f"--loadbalancer takes at most {99 - LB_VIP_BASE} trials (VIPs .{LB_VIP_BASE}-.98)")
     config.load_kube_config(KUBECONFIG)
     core, discovery = client.CoreV1Api(), client.DiscoveryV1Api()
     cleanup(core, discovery)
+    if args.loadbalancer:
+        delete_loadbalancers(force=True)
 
     started = time.time()
     full = subprocess.run(["ansible-playbook", "-i", "inventories/lab", "playbooks/site.yml"], cwd=REPO, env=env(),
@@ -141,6 +178,8 @@ def main() -> int:
     watcher = start_watcher(log_path)
     created: list[float] = []
     scaled: list[float] = []
+    applied: list[float] = []
+    manifests = pathlib.Path(tempfile.mkdtemp(prefix="portico-bench-lb-"))
     try:
         for trial in range(args.trials):
             name, vip = f"bench-{trial}", f"198.51.100.{VIP_BASE + trial}"
@@ -174,8 +213,27 @@ def main() -> int:
             scaled.append(seen - t0)
             print(f"scale trial {trial}: {len(pods)} pod(s) in gw1's table after {scaled[-1]:.2f}s", flush=True)
             wait_for_run_done(log_path, "runs", args.timeout, after=runs_before)
+
+        for trial in range(args.trials if args.loadbalancer else 0):
+            name, vip = f"bench-lb-{trial}", f"198.51.100.{LB_VIP_BASE + trial}"
+            manifest = manifests / f"{name}.json"
+            manifest.write_text(json.dumps(loadbalancer(name, vip)))
+            t0 = time.time()
+            kubectl("apply", "-f", str(manifest))
+            answered = wait_until_answers(vip, args.timeout)
+            if answered is None:
+                raise SystemExit(f"loadbalancer trial {trial}: {vip} never answered within {args.timeout}s")
+            applied.append(answered - t0)
+            print(f"loadbalancer trial {trial}: {vip} answered after {applied[-1]:.2f}s", flush=True)
+            wait_for_run_done(log_path, f"lab/{NAMESPACE}/{LB_KIND}/{name}", args.timeout)
     finally:
         cleanup(core, discovery)
+        if args.loadbalancer:
+            runs_before = done_runs(log_path)
+            delete_loadbalancers(force=False)
+            wait_for_run_done(log_path, "runs", args.timeout, after=runs_before)  # the run that releases them
+            delete_loadbalancers(force=True)  # whatever that run did not release
+        shutil.rmtree(manifests, ignore_errors=True)
         time.sleep(3)
         os.killpg(watcher.pid, signal.SIGTERM)
         watcher.wait(timeout=120)
@@ -186,6 +244,13 @@ def main() -> int:
               "trials": args.trials}
     result["service_p50_vs_full_converge"] = round(result["service_p50_s"] / baseline, 3)
     result["scale_p50_vs_full_converge"] = round(result["scale_p50_s"] / baseline, 3)
+    if applied:
+        result["loadbalancer_p50_s"] = round(statistics.median(applied), 2)
+        result["loadbalancer_p99_s"] = round(percentile(applied, 0.99), 2)
+        result["loadbalancer_p50_vs_full_converge"] = round(result["loadbalancer_p50_s"] / baseline, 3)
+        print(f"to the VIP answering, p50/p99: Service {result['service_p50_s']}/{result['service_p99_s']} s, "
+              f"LoadBalancer (kubectl apply) {result['loadbalancer_p50_s']}/{result['loadbalancer_p99_s']} s; "
+              f"full converge {result['baseline_full_converge_s']} s", flush=True)
     print(json.dumps(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

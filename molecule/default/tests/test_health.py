@@ -155,7 +155,10 @@ def test_http_503_on_every_node_withdraws_the_vip_and_one_recovery_restores_it()
 def test_kill_9_of_the_daemon_fails_no_request_and_it_converges_again():
     before_pid = gw1.check_output("systemctl show -p MainPID --value portico-healthd")
     stop_echo("node3")
-    wait_for(lambda: "192.0.2.13" not in web_slots(), 3, "node3 out")
+    # Every check of node3 (TCP and UDP, both families) sees it gone before the slots become the reference.
+    node3 = ("192.0.2.13", "2001:db8:192::13")
+    wait_for(lambda: not any(b["up"] for b in status()["backends"] if b["address"] in node3)
+             and not any(f"{address} ." in web_slots() for address in node3), 3, "node3 out of every check and slot map")
     slots = web_slots()
     timeline = client("--target", WEB, "--port", "80", "--every", "10", "--duration", "3", "--timeout", "0.5")
     time.sleep(0.5)

@@ -7,19 +7,14 @@ inventory plugin uses; Services and EndpointSlices are created exactly as on a c
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 import subprocess
-import sys
 import time
 
 import kubernetes
 import pytest
 import testinfra
+from lab_helpers import KUBECONFIG, client, kubectl, probe, sync, vip_in_gateway_table
 
-REPO = pathlib.Path(__file__).resolve().parents[3]
-KUBECONFIG = "/run/portico-lab/kubeconfig"
-client = testinfra.get_host("podman://portico-lab-client")
 router = testinfra.get_host("podman://portico-lab-router")
 
 
@@ -27,20 +22,6 @@ router = testinfra.get_host("podman://portico-lab-router")
 def api():
     api_client = kubernetes.config.new_client_from_config(config_file=KUBECONFIG)
     return kubernetes.client.CoreV1Api(api_client), kubernetes.client.DiscoveryV1Api(api_client)
-
-
-def sync(*args: str) -> str:
-    ansible_playbook = pathlib.Path(sys.executable).parent / "ansible-playbook"
-    run = subprocess.run([str(ansible_playbook), "-i", "inventories/lab", "playbooks/sync.yml", *args], cwd=REPO,
-                         capture_output=True, text=True, check=False,
-                         env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"})
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    return run.stdout
-
-
-def probe(host, proto: str, target: str, port: int, count: int = 30, timeout: float = 1.0) -> dict:
-    return json.loads(host.run(f"portico-lab-probe --proto {proto} --target {target} --port {port} "
-                               f"--count {count} --timeout {timeout} --json").stdout)
 
 
 def ingress(core, namespace: str, name: str) -> list[str]:
@@ -100,15 +81,6 @@ def create(api, namespace: str, name: str, node_port: int, annotations: dict | N
     remove(api, namespace, name, force=True)  # leftovers of an interrupted run
     core.create_namespaced_service(namespace, service(namespace, name, node_port, annotations, protocol))
     discovery.create_namespaced_endpoint_slice(namespace, endpoint_slice(namespace, name, ready, pods))
-
-
-def kubectl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["kubectl", "--kubeconfig", KUBECONFIG, *args], capture_output=True, text=True, check=check)
-
-
-def vip_in_gateway_table(ip: str) -> bool:
-    listed = testinfra.get_host("podman://portico-lab-gw1").run(f"nft list set inet portico {'vips4' if ':' not in ip else 'vips6'}")
-    return ip in listed.stdout.replace(",", " ").split()
 
 
 @pytest.fixture(scope="module")
