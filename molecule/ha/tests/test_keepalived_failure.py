@@ -8,7 +8,9 @@ backup and takes mastership back only after the preempt delay.
 
 Checked on both gateways, sampled every 20 ms inside each: within the VRRP bound after the kill
 every VRRP address is on gw2 alone; keepalived runs again; gw1 is master again after
-keepalived_preempt_delay_s and the hand-back has no lasting overlap; clients see no failure.
+keepalived_preempt_delay_s and the hand-back has no lasting overlap; 50 held connections survive
+both moves (the handback needs liberal TCP tracking: gateway_base_sysctl); new connections fail only
+with a handshake in flight at a move, at most one per move.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ PREEMPT_DELAY_S = 10  # keepalived_preempt_delay_s
 RESTART_BOUND_S = 1 + 4  # keepalived_restart_delay_s + start-up on a loaded 2-core machine
 # When gw1 takes mastership back both hold the addresses until gw2 hears gw1's first advert.
 HANDBACK_OVERLAP_BOUND_S = ADVERT_S + 0.02
-# A connection attempt that fails is one whose SYN went out within the client's timeout of the handback.
-HANDBACK_WINDOW_S = 1.0
+# A connection attempt lost to an address move started within the client's timeout of that move.
+CONNECT_TIMEOUT_S = 1.0  # faultload.ConnectionLoad's default
+MOVE_WINDOW_S = CONNECT_TIMEOUT_S
 TARGET_GAP_MS = 500
 STREAMS = 50
 
@@ -66,7 +69,8 @@ def test_keepalived_killed_on_master(victims):
     """main: SIGKILL to keepalived's parent; all: to every keepalived process (as an OOM kill of the group)."""
     seconds = PREEMPT_DELAY_S + RESTART_BOUND_S + 6
     watch = faultload.AddressWatch(["gw1", "gw2"], seconds=seconds + 5).start()
-    load = faultload.ConnectionLoad(WEB, seconds=seconds, streams=STREAMS, new_every_ms=20).start()
+    load = faultload.ConnectionLoad(WEB, seconds=seconds, streams=STREAMS, new_every_ms=20,
+                                    timeout_s=CONNECT_TIMEOUT_S).start()
     time.sleep(1)
     who = "main" if victims == "main" else "all"
     # The kill's own time, taken in gw1 right before it (podman exec takes a while to get there).
@@ -88,17 +92,24 @@ def test_keepalived_killed_on_master(victims):
                     restarted_s=round(restarted, 3),
                     gw1_back_s={a: round(t - killed, 3) if t else None for a, t in back.items()},
                     overlaps_s=split, failures_after_kill_s=[round(at - killed, 3) for at, _ in traffic["tcp"]["failures"]],
+                    resets_after_kill_s=sorted(round(held["ended_at"] - killed, 3) for held in traffic["streams"]["results"]
+                                               if held["reset"]),
                     **traffic["summary"])
     for address in VRRP_ADDRESSES:
         assert moved[address] is not None and moved[address] - killed <= VRRP_BOUND_S, (address, watch.events(address))
         assert back[address] is not None and back[address] - killed >= PREEMPT_DELAY_S, (address, watch.events(address))
         assert all(length <= HANDBACK_OVERLAP_BOUND_S for length in split[address]), (address, split[address])
     assert restarted <= RESTART_BOUND_S, restarted
-    # The kill costs no connection. The handback is a preemption like test_master_returns_without_a_longer_gap's:
-    # a handshake in flight while the addresses move (its SYN-ACK left gw2 before conntrackd replicated the
-    # entry) may be lost, and only there.
-    handback = min(t for t in back.values() if t)
-    lost = [round(at - killed, 3) for at, _ in traffic["tcp"]["failures"] if abs(at - handback) > HANDBACK_WINDOW_S]
-    assert not lost and traffic["summary"]["tcp"]["failed"] <= 1, (lost, traffic["tcp"]["failures"], handback - killed)
-    assert traffic["summary"]["tcp"]["max_gap_ms"] <= TARGET_GAP_MS, traffic["summary"]
+    # Held connections survive both moves. A new connection is lost only when its handshake is in flight
+    # while the addresses move (the kill's takeover, or the handback, a preemption like
+    # test_master_returns_without_a_longer_gap's): its SYN-ACK reaches the new holder before conntrackd
+    # has replicated the entry there. At most one per move, each near its move; a lost one is an outage
+    # of the client's connect timeout, and no other gap may exceed the target.
     assert traffic["summary"]["streams"]["reset"] == 0, traffic["summary"]
+    moves = [min(t for t in moved.values() if t), min(t for t in back.values() if t)]
+    failures = [at for at, _ in traffic["tcp"]["failures"]]
+    lost = [round(at - killed, 3) for at in failures if all(abs(at - move) > MOVE_WINDOW_S for move in moves)]
+    per_move = [sum(1 for at in failures if abs(at - move) <= MOVE_WINDOW_S) for move in moves]
+    assert not lost and max(per_move) <= 1, (lost, per_move, [round(m - killed, 3) for m in moves])
+    gap_bound_ms = TARGET_GAP_MS + (CONNECT_TIMEOUT_S * 1000 if failures else 0)
+    assert traffic["summary"]["tcp"]["max_gap_ms"] <= gap_bound_ms, traffic["summary"]
