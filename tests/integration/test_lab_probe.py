@@ -206,8 +206,9 @@ def test_streams_all_held(lab, tmp_path):
                       "backends": {"be1": 10}}
     assert len(results) == 10
     for stream in results:
-        assert set(stream) == {"backend", "lines", "reset", "max_gap_ms", "error"}
+        assert set(stream) == {"backend", "lines", "reset", "max_gap_ms", "error", "ended_at"}
         assert stream["backend"] == "be1" and stream["reset"] is False and stream["error"] is None, stream
+        assert stream["ended_at"] is None, stream
         assert stream["lines"] >= 25 and stream["max_gap_ms"] < 500, stream
 
 
@@ -217,6 +218,7 @@ def test_streams_report_resets_when_the_backend_dies(lab, tmp_path):
     probe = lab.tcp("--stream", "3", "--streams", "10", "--ready-file", str(ready))
     assert wait_for(ready, probe) == {"backends": {"be1": 10}, "opened": 10}
     time.sleep(0.5)
+    killed = time.time()
     kill(server)
     code, result = finish(probe)
     assert code != 0, result
@@ -224,6 +226,8 @@ def test_streams_report_resets_when_the_backend_dies(lab, tmp_path):
     for stream in result["results"]:
         assert stream["backend"] == "be1" and stream["reset"] is True, stream
         assert stream["error"] in ("eof", "reset") and stream["lines"] >= 3, stream
+        # When it broke, for a fault test to place it on its timeline.
+        assert killed <= stream["ended_at"] <= time.time(), (killed, stream)
 
 
 def test_streams_report_failures_to_open(lab, tmp_path):
@@ -232,7 +236,8 @@ def test_streams_report_failures_to_open(lab, tmp_path):
     assert code != 0
     assert json.loads(ready.read_text()) == {"backends": {}, "opened": 0}
     assert result["opened"] == 0 and result["failed_to_open"] == 4 and result["reset"] == 0, result
-    assert result["results"] == [{"backend": None, "lines": 0, "reset": False, "max_gap_ms": 0.0, "error": "refused"}] * 4
+    assert result["results"] == [{"backend": None, "lines": 0, "reset": False, "max_gap_ms": 0.0, "error": "refused",
+                                  "ended_at": None}] * 4
 
 
 # --- argument checks ---------------------------------------------------------------------------------
