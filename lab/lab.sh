@@ -61,8 +61,13 @@ k8s_dir=/run/portico-lab
 k8s_port="${PORTICO_LAB_K8S_PORT:-6443}"
 
 k8s_stop() {
+  local pid
   if [[ -f "${k8s_dir}/k8s-stub.pid" ]]; then
-    kill "$(cat "${k8s_dir}/k8s-stub.pid")" 2>/dev/null || true
+    pid="$(cat "${k8s_dir}/k8s-stub.pid")"
+    # A pid file that outlived its process (reboot, restored snapshot) may name another process now.
+    if [[ "${pid}" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -q -- "-m lab.k8s_stub "; then
+      kill "${pid}" 2>/dev/null || true
+    fi
     rm -f "${k8s_dir}/k8s-stub.pid"
   fi
   # A stand-in whose pid file was lost still holds the port: find it by its command line.
