@@ -81,11 +81,39 @@ def test_the_table_counts_only_and_keys_listeners_by_vip_protocol_port():
     rules = "\n".join(line for line in script.splitlines() if not line.startswith("#"))
     assert "drop" not in rules and "reject" not in rules and "dnat" not in rules.replace("ct status dnat", "")
     assert "policy accept" in script
-    assert '198.51.100.10 . udp . 53 : "new_c633640a_udp53"' in script
+    marks = layout.marks()
+    udp53 = marks[("198.51.100.10", "udp", 53)]
+    assert f"198.51.100.10 . udp . 53 : {udp53}" in script
+    assert f'{udp53} : "new_c633640a_udp53"' in script
+    assert f'{udp53} . original : "in_c633640a_udp53"' in script and f'{udp53} . reply : "out_c633640a_udp53"' in script
     assert '2001:db8:192::11 : "backend_20010db8019200000000000000000011"' in script
-    assert script.count("counter name") == 8  # 4 chains, a lookup per family
+    # New connections: a mark lookup per family and one counter by mark; backends: a lookup per
+    # family; every later packet: one lookup, whatever the family.
+    assert script.count("ct mark set") == 2 and script.count("counter name") == 4
+    assert "counter name ct mark . ct direction map @flows" in script
     # Only a family the model has is looked up: no cost for IPv6 packets on an IPv4-only gateway.
     assert "ip6" not in traffic.table_script(traffic.layout_of(lbs(lb("web", "198.51.100.10"))))
+
+
+def test_marks_are_the_same_for_the_same_listener_whatever_else_the_table_holds():
+    # A peer gateway (conntrackd replicates the mark) or a restarted daemon must count a flow under
+    # the listener that marked it, so a listener's mark may not depend on the others.
+    alone = traffic.layout_of(lbs(lb("web", "198.51.100.10"))).marks()
+    crowded = traffic.layout_of(lbs(*(lb(f"svc-{i}", f"198.51.100.{i}") for i in range(1, 200)))).marks()
+    assert alone[("198.51.100.10", "tcp", 80)] == crowded[("198.51.100.10", "tcp", 80)]
+    assert len(set(crowded.values())) == len(crowded) and all(0 < mark <= 0x7FFFFFFF for mark in crowded.values())
+
+
+def test_a_mark_collision_takes_the_next_free_value_in_listener_order():
+    first, second = traffic.Listener("a", "198.51.100.1", "tcp", 80), traffic.Listener("b", "198.51.100.2", "tcp", 80)
+    preferred = traffic.listener_marks([first])[first.key]
+    original = traffic._preferred_mark
+    try:
+        traffic._preferred_mark = lambda key: preferred
+        marks = traffic.listener_marks([first, second])
+    finally:
+        traffic._preferred_mark = original
+    assert marks == {first.key: preferred, second.key: preferred + 1 if preferred < 0x7FFFFFFF else 1}
 
 
 def test_an_unchanged_model_needs_no_transaction_and_a_change_is_a_delta_keeping_counters():
@@ -109,8 +137,9 @@ def test_a_family_coming_or_going_rewrites_the_rules_and_keeps_the_counters():
     live = listing(traffic.layout_of(lbs(v4)), {"in_c633640a_tcp80": (5, 300)})
     both = traffic.layout_of(lbs(v4, lb("web6", "2001:db8:100::10", backends=["2001:db8:192::11"])))
     delta = traffic.sync_script(both, live).splitlines()
-    assert "flush chain inet portico_traffic count_in" in delta
-    assert 'add rule inet portico_traffic count_in counter name ip6 daddr . meta l4proto . th dport map @in6 comment "ipv6"' in delta
+    assert "flush chain inet portico_traffic count_new" in delta
+    assert ('add rule inet portico_traffic count_new ct mark set ip6 daddr . meta l4proto . th dport map @mark6 '
+            'comment "ipv6 mark"') in delta
     assert not any(line.startswith("delete counter") for line in delta)
     assert traffic.sync_script(both, listing(both)) == ""
 
@@ -125,10 +154,13 @@ def test_a_missing_or_foreign_table_is_created_whole():
 def test_a_listener_moved_to_another_counter_is_replaced():
     layout = traffic.layout_of(lbs(lb("web", "198.51.100.10")))
     live = listing(layout)
-    live.elements["in4"][("198.51.100.10", "tcp", 80)] = "someone_elses"
+    mark = layout.marks()[("198.51.100.10", "tcp", 80)]
+    live.elements["flows"][(mark, "original")] = "someone_elses"
+    live.elements["mark4"][("198.51.100.10", "tcp", 80)] = str(mark + 1)
     delta = traffic.delta_script(layout, live)
-    assert "delete element inet portico_traffic in4 { 198.51.100.10 . tcp . 80 }" in delta
-    assert 'add element inet portico_traffic in4 { 198.51.100.10 . tcp . 80 : "in_c633640a_tcp80" }' in delta
+    assert f"delete element inet portico_traffic flows {{ {mark} . original }}" in delta
+    assert f'add element inet portico_traffic flows {{ {mark} . original : "in_c633640a_tcp80" }}' in delta
+    assert f"add element inet portico_traffic mark4 {{ 198.51.100.10 . tcp . 80 : {mark} }}" in delta
 
 
 def test_exposition_names_and_labels():

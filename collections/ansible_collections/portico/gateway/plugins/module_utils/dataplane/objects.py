@@ -112,12 +112,12 @@ def is_health_owned(kind: str, name: str) -> bool:
 
 # The traffic table (dataplane.traffic): counters only, kept by the health checker.
 TRAFFIC_TABLE = "portico_traffic"
-# Per packet (filter chains): toward the backends before DNAT, back to the clients after SNAT.
-TRAFFIC_IN_CHAIN = "count_in"
-TRAFFIC_OUT_CHAIN = "count_out"
-# Per new connection (nat chains: only a flow's first packet walks them): to a listener, to a backend.
+# Per new connection (nat chains: only a flow's first packet walks them): to a listener (which also
+# marks the flow with its listener's ct mark), to a backend.
 TRAFFIC_NEW_CHAIN = "count_new"
 TRAFFIC_BACKEND_CHAIN = "count_backend"
+# Per packet (filter, forward): a marked flow's packets and bytes, each direction.
+TRAFFIC_FLOW_CHAIN = "count_flow"
 # Per listener: packets/bytes toward the backends and back, new connections; per backend address:
 # new connections.
 TRAFFIC_IN = "in"
@@ -125,11 +125,23 @@ TRAFFIC_OUT = "out"
 TRAFFIC_NEW = "new"
 TRAFFIC_LISTENER_KINDS = (TRAFFIC_IN, TRAFFIC_OUT, TRAFFIC_NEW)
 TRAFFIC_BACKEND_KIND = "backend"
+# The conntrack direction each packet-counting kind counts.
+TRAFFIC_DIRECTIONS = {TRAFFIC_IN: "original", TRAFFIC_OUT: "reply"}
+# Listener (VIP . protocol . port) -> its flows' ct mark, per family; ct mark -> new connections;
+# ct mark . ct direction -> packets and bytes.
+TRAFFIC_NEW_MAP = "new"
+# ("flow" is an nft keyword.)
+TRAFFIC_FLOW_MAP = "flows"
 
 
-def traffic_map(kind: str, family: int) -> str:
-    """Listener (or backend address) -> its counter of this kind, per family."""
-    return f"{kind}{family}"
+def traffic_mark_map(family: int) -> str:
+    """Listener -> the ct mark of its flows, per family."""
+    return f"mark{family}"
+
+
+def traffic_backend_map(family: int) -> str:
+    """Backend address -> its counter of new connections, per family."""
+    return f"{TRAFFIC_BACKEND_KIND}{family}"
 
 
 def traffic_listener_counter(kind: str, vip: str, protocol: str, port: int) -> str:

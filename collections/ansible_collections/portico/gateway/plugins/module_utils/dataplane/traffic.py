@@ -5,32 +5,40 @@
 
 What it counts, with named counters looked up in maps:
 
-* per listener (VIP . protocol . port): packets and bytes toward the backends (``in``, in
-  prerouting just before DNAT, so the key is still the VIP), packets and bytes back to the
-  clients (``out``, in postrouting after the reply's source is the VIP again), and new
-  connections (``new``);
+* per listener (VIP . protocol . port): new connections (``new``), and the packets and bytes of
+  its flows toward the backends (``in``: conntrack's original direction) and back to the clients
+  (``out``: the reply direction);
 * per backend address: new connections DNATed to it, whatever the LB. Nodeport backends are
   shared by every Service of a cluster: keyed by address alone, these counters grow with the
   nodes, never with the Services.
 
-Cost is what decides the shape (measured with bench/throughput.py --traffic-metrics): each
-expression a packet walks costs, so the per-packet chains hold one lookup per family of the
-model and nothing else, and new connections are counted in nat chains, which conntrack walks
-for a flow's first packet only. No ``ct direction`` test: a reply never comes from a VIP's
-listener port before source NAT, nor goes to one after it, so each lookup only finds its own
-direction.
+How, shaped by cost (bench/throughput.py --traffic-metrics: every expression a packet walks
+costs, and so does every base chain it passes):
+
+* a flow's first packet walks the nat chains only (conntrack skips them afterwards): there the
+  listener is looked up once, by VIP . protocol . port, and its number is stored in the flow's
+  ``ct mark``; new connections are counted by that mark; the backend chain counts by the address
+  DNAT chose;
+* every later packet walks one filter chain in forward with one lookup, ``ct mark . ct
+  direction``, whatever the address family: the mark says the listener, the direction whether
+  the packet goes toward the backends or back.
+
+A listener's mark is derived from its key alone (``listener_marks``), so it is the same on every
+gateway and across daemon restarts: conntrackd replicates the mark with the flow, and a gateway
+that takes a flow over counts it under the same listener. Portico owns the ct mark of the flows
+to its listeners; flows that began before the table existed carry no mark and are not counted.
 
 Drops stay where they are decided: the main table's per-VIP counters (``objects.drop_counter``).
 
 Why a table of its own: it never decides anything (every chain accepts), so it cannot change
 what the main table does; the health checker keeps it in step with the applied model by delta
 (``delta_script``), so counters survive converges and daemon restarts, and the nft module's
-drift check and transactions never see it. Cost: one map lookup per forwarded packet to or
-from a listener, two more per new connection (bench/throughput.py --traffic-metrics).
+drift check and transactions never see it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass, field
@@ -41,6 +49,8 @@ from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer
 
 _ADDRESS_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 _MATCH = {4: "ip", 6: "ip6"}
+# Marks are 31-bit and never 0 (an unmarked flow): room for any number of listeners a table holds.
+_MARK_BITS = 0x7FFFFFFF
 
 # A listener as the maps key it: (vip, protocol, port).
 ListenerKey = tuple[str, str, int]
@@ -64,6 +74,25 @@ class Listener:
         return ipaddress.ip_address(self.vip).version
 
 
+def _preferred_mark(key: ListenerKey) -> int:
+    digest = hashlib.sha256(f"{key[0]} {key[1]} {key[2]}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & _MARK_BITS or 1
+
+
+def listener_marks(listeners: Sequence[Listener]) -> dict[ListenerKey, int]:
+    """Listener -> ct mark: a hash of its key, the next free value on a collision (in the order
+    given, which is sorted, so every gateway with the same listeners picks the same marks)."""
+    marks: dict[ListenerKey, int] = {}
+    taken: set[int] = set()
+    for listener in listeners:
+        mark = _preferred_mark(listener.key)
+        while mark in taken:
+            mark = (mark + 1) & _MARK_BITS or 1
+        taken.add(mark)
+        marks[listener.key] = mark
+    return marks
+
+
 @dataclass(frozen=True)
 class TrafficLayout:
     """What the traffic table must hold for one model: listeners and backend addresses."""
@@ -74,6 +103,9 @@ class TrafficLayout:
     def families(self) -> set[int]:
         """The address families with something to count: the chains look up only theirs."""
         return {listener.family for listener in self.listeners} | {ipaddress.ip_address(a).version for a in self.backends}
+
+    def marks(self) -> dict[ListenerKey, int]:
+        return listener_marks(self.listeners)
 
     def counters(self) -> dict[str, tuple[str, Any]]:
         """Counter name -> (kind, listener or backend address), for every counter of the layout."""
@@ -86,16 +118,21 @@ class TrafficLayout:
         return names
 
     def elements(self) -> dict[str, dict[tuple[Any, ...], str]]:
-        """Map name -> {key: counter name}, for every map of the table (empty maps included)."""
+        """Map name -> {key: value}, for every map of the table (empty maps included).
+
+        Values as ``nft -j`` lists them: a counter's name, or a mark in decimal.
+        """
         maps: dict[str, dict[tuple[Any, ...], str]] = {name: {} for name in structure_maps()}
+        marks = self.marks()
         for listener in self.listeners:
-            for kind in objects.TRAFFIC_LISTENER_KINDS:
-                maps[objects.traffic_map(kind, listener.family)][_canonical(listener.key)] = \
-                    objects.traffic_listener_counter(kind, *listener.key)
+            mark = marks[listener.key]
+            maps[objects.traffic_mark_map(listener.family)][_canonical(listener.key)] = str(mark)
+            maps[objects.TRAFFIC_NEW_MAP][(mark,)] = objects.traffic_listener_counter(objects.TRAFFIC_NEW, *listener.key)
+            for kind, direction in objects.TRAFFIC_DIRECTIONS.items():
+                maps[objects.TRAFFIC_FLOW_MAP][(mark, direction)] = objects.traffic_listener_counter(kind, *listener.key)
         for address in self.backends:
             family = ipaddress.ip_address(address).version
-            maps[objects.traffic_map(objects.TRAFFIC_BACKEND_KIND, family)][(_canonical_address(address),)] = \
-                objects.traffic_backend_counter(address)
+            maps[objects.traffic_backend_map(family)][(_canonical_address(address),)] = objects.traffic_backend_counter(address)
         return maps
 
 
@@ -112,12 +149,20 @@ def layout_of(lbs: Sequence[LoadBalancer]) -> TrafficLayout:
     return TrafficLayout(tuple(ordered), tuple(sorted(backends, key=lambda a: (ipaddress.ip_address(a).version, ipaddress.ip_address(a)))))
 
 
+# Map name -> its type line (key : value).
+_MAP_TYPES = {
+    **{objects.traffic_mark_map(f): f"{_ADDRESS_TYPE[f]} . inet_proto . inet_service : mark" for f in objects.FAMILIES},
+    objects.TRAFFIC_NEW_MAP: "mark : counter",
+    objects.TRAFFIC_FLOW_MAP: "mark . ct_dir : counter",
+    **{objects.traffic_backend_map(f): f"{_ADDRESS_TYPE[f]} : counter" for f in objects.FAMILIES},
+}
+
+
 def structure_maps() -> list[str]:
-    return [objects.traffic_map(kind, family) for family in objects.FAMILIES
-            for kind in (*objects.TRAFFIC_LISTENER_KINDS, objects.TRAFFIC_BACKEND_KIND)]
+    return list(_MAP_TYPES)
 
 
-CHAINS = (objects.TRAFFIC_IN_CHAIN, objects.TRAFFIC_OUT_CHAIN, objects.TRAFFIC_NEW_CHAIN, objects.TRAFFIC_BACKEND_CHAIN)
+CHAINS = (objects.TRAFFIC_NEW_CHAIN, objects.TRAFFIC_BACKEND_CHAIN, objects.TRAFFIC_FLOW_CHAIN)
 
 
 def structure() -> frozenset[tuple[str, str]]:
@@ -134,59 +179,71 @@ def _canonical(key: Sequence[Any]) -> tuple[Any, ...]:
     return (_canonical_address(vip), protocol, int(port))
 
 
+def _canonical_part(part: Any) -> Any:
+    """One part of a listed key: addresses in their canonical text, numbers and names as they are."""
+    if isinstance(part, str):
+        try:
+            return _canonical_address(part)
+        except ValueError:
+            return part
+    return part
+
+
 def _nft_key(key: tuple[Any, ...]) -> str:
     return " . ".join(str(part) for part in key)
 
 
-# chain -> (hook line, rule per family: what is looked up, in which map kind).
-_LISTENER = "daddr . meta l4proto . th dport"
-_CHAIN_SHAPES = {
-    # After the main table's filter (dstnat - 10: dropped packets are counted there), before DNAT
-    # (dstnat): the destination is still the VIP.
-    objects.TRAFFIC_IN_CHAIN: ("type filter hook prerouting priority dstnat - 5; policy accept;", _LISTENER, objects.TRAFFIC_IN),
-    # After source NAT (srcnat): a reply's source is the VIP again.
-    objects.TRAFFIC_OUT_CHAIN: ("type filter hook postrouting priority srcnat + 5; policy accept;",
-                                "saddr . meta l4proto . th sport", objects.TRAFFIC_OUT),
-    objects.TRAFFIC_NEW_CHAIN: ("type nat hook prerouting priority dstnat - 5; policy accept;", _LISTENER, objects.TRAFFIC_NEW),
+def _nft_value(name: str, value: str) -> str:
+    """A counter is named in quotes, a mark is a number."""
+    return value if _MAP_TYPES[name].endswith(": mark") else f'"{value}"'
+
+
+_HOOKS = {
+    # Before DNAT (dstnat): the destination is still the VIP.
+    objects.TRAFFIC_NEW_CHAIN: "type nat hook prerouting priority dstnat - 5; policy accept;",
     # Before the main table's source NAT: once a nat chain has mapped a flow, later ones are skipped.
-    objects.TRAFFIC_BACKEND_CHAIN: ("type nat hook postrouting priority srcnat - 5; policy accept;", "daddr",
-                                    objects.TRAFFIC_BACKEND_KIND),
+    objects.TRAFFIC_BACKEND_CHAIN: "type nat hook postrouting priority srcnat - 5; policy accept;",
+    # Both directions of a routed flow pass forward, each packet once.
+    objects.TRAFFIC_FLOW_CHAIN: "type filter hook forward priority filter - 5; policy accept;",
 }
 
 
-# What a chain counts besides its lookup. A backend counts the connections a load balancer sent
-# to it (DNATed), not the gateway's own health probes or other traffic routed to its address.
-_CONDITIONS = {objects.TRAFFIC_BACKEND_CHAIN: "ct status dnat "}
+def _chain_rules(chain: str, families: Iterable[int]) -> list[tuple[str, str]]:
+    """(rule, comment) of one chain for the address families the model has."""
+    families = sorted(families)
+    if chain == objects.TRAFFIC_NEW_CHAIN:
+        marking = [(f"ct mark set {_MATCH[f]} daddr . meta l4proto . th dport map @{objects.traffic_mark_map(f)}", f"ipv{f} mark")
+                   for f in families]
+        return marking + ([(f"counter name ct mark map @{objects.TRAFFIC_NEW_MAP}", "new")] if families else [])
+    if chain == objects.TRAFFIC_BACKEND_CHAIN:
+        # A backend counts the connections a load balancer sent to it (DNATed), not the gateway's
+        # own health probes or other traffic routed to its address.
+        return [(f"ct status dnat counter name {_MATCH[f]} daddr map @{objects.traffic_backend_map(f)}", f"ipv{f} ct status dnat")
+                for f in families]
+    return [(f"counter name ct mark . ct direction map @{objects.TRAFFIC_FLOW_MAP}", "flows")] if families else []
 
 
 def chain_rules(chain: str, families: Iterable[int]) -> list[str]:
-    """The rules of one chain for the address families the model has (a lookup per packet per family otherwise)."""
-    _hook, key, kind = _CHAIN_SHAPES[chain]
-    condition = _CONDITIONS.get(chain, "")
-    # The comment names the family, so a listing tells which lookups a chain has.
-    return [f'{condition}counter name {_MATCH[family]} {key} map @{objects.traffic_map(kind, family)} comment "{_rule_comment(chain, family)}"'
-            for family in sorted(families)]
+    """The rules of one chain; each one's comment says what it is, so a listing tells which rules a live chain has."""
+    return [f'{rule} comment "{comment}"' for rule, comment in _chain_rules(chain, families)]
 
 
-def _rule_comment(chain: str, family: int) -> str:
-    """The family, and whether the rule has a condition: a live rule without it is rewritten."""
-    return f"ipv{family} {_CONDITIONS[chain].strip()}" if chain in _CONDITIONS else f"ipv{family}"
+def rule_comments(chain: str, families: Iterable[int]) -> set[str]:
+    """The comments of a chain's rules: a live chain with others is rewritten."""
+    return {comment for _rule, comment in _chain_rules(chain, families)}
 
 
 def _chains(families: Iterable[int]) -> str:
     """Every chain: accept policy and no verdicts, so counting never changes a packet's fate."""
     families = list(families)
     lines: list[str] = []
-    for chain, (hook, _key, _kind) in _CHAIN_SHAPES.items():
-        lines += [f"\tchain {chain} {{", f"\t\t{hook}", *(f"\t\t{rule}" for rule in chain_rules(chain, families)), "\t}", ""]
+    for chain in CHAINS:
+        lines += [f"\tchain {chain} {{", f"\t\t{_HOOKS[chain]}", *(f"\t\t{rule}" for rule in chain_rules(chain, families)), "\t}", ""]
     return "\n".join(lines)
 
 
-def _map_type(name: str) -> str:
-    family = 6 if name.endswith("6") else 4
-    if name.startswith(objects.TRAFFIC_BACKEND_KIND):
-        return f"{_ADDRESS_TYPE[family]} : counter"
-    return f"{_ADDRESS_TYPE[family]} . inet_proto . inet_service : counter"
+def _elements_text(name: str, elements: Mapping[tuple[Any, ...], str]) -> str:
+    return ", ".join(f"{_nft_key(k)} : {_nft_value(name, v)}" for k, v in elements.items())
 
 
 def table_script(layout: TrafficLayout, table: str = objects.TRAFFIC_TABLE) -> str:
@@ -196,9 +253,9 @@ def table_script(layout: TrafficLayout, table: str = objects.TRAFFIC_TABLE) -> s
              f"table {full}", f"delete table {full}", f"table {full} {{"]
     lines += [f"\tcounter {name} {{\n\t}}" for name in layout.counters()]
     for name, elements in layout.elements().items():
-        lines.append(f"\tmap {name} {{\n\t\ttype {_map_type(name)}")
+        lines.append(f"\tmap {name} {{\n\t\ttype {_MAP_TYPES[name]}")
         if elements:
-            lines.append("\t\telements = { " + ",\n\t\t\t     ".join(f'{_nft_key(k)} : "{v}"' for k, v in elements.items()) + " }")
+            lines.append(f"\t\telements = {{ {_elements_text(name, elements)} }}")
         lines.append("\t}")
     lines.append(_chains(layout.families()))
     lines.append("}")
@@ -240,9 +297,8 @@ class LiveTraffic:
 
 def _element(elem: Any) -> tuple[tuple[Any, ...], str]:
     key, value = elem
-    if isinstance(key, dict) and "concat" in key:
-        return _canonical(key["concat"]), str(value)
-    return (_canonical_address(str(key)),), str(value)
+    parts = key["concat"] if isinstance(key, dict) and "concat" in key else [key]
+    return tuple(_canonical_part(part) for part in parts), str(value)
 
 
 def delta_script(layout: TrafficLayout, live: LiveTraffic, table: str = objects.TRAFFIC_TABLE) -> str:
@@ -255,19 +311,19 @@ def delta_script(layout: TrafficLayout, live: LiveTraffic, table: str = objects.
     wanted = layout.counters()
     lines = [f"add counter {full} {name}" for name in wanted if name not in live.counters]
     families = layout.families()
-    if any(live.rules.get(chain, set()) != {_rule_comment(chain, f) for f in families} for chain in CHAINS):
+    if any(live.rules.get(chain, set()) != rule_comments(chain, families) for chain in CHAINS):
         # A family came or went: its lookups are added or dropped; counters are objects and stay.
         for chain in CHAINS:
             lines.append(f"flush chain {full} {chain}")
             lines += [f"add rule {full} {chain} {rule}" for rule in chain_rules(chain, families)]
     for name, elements in layout.elements().items():
         current = live.elements.get(name, {})
-        stale = [key for key, counter in current.items() if elements.get(key) != counter]
+        stale = [key for key, value in current.items() if elements.get(key) != value]
         if stale:
             lines.append(f"delete element {full} {name} {{ {', '.join(_nft_key(k) for k in stale)} }}")
-        missing = [(key, counter) for key, counter in elements.items() if current.get(key) != counter]
+        missing = {key: value for key, value in elements.items() if current.get(key) != value}
         if missing:
-            lines.append(f"add element {full} {name} {{ " + ", ".join(f'{_nft_key(k)} : "{c}"' for k, c in missing) + " }")
+            lines.append(f"add element {full} {name} {{ {_elements_text(name, missing)} }}")
     lines += [f"delete counter {full} {name}" for name in live.counters if name not in wanted]
     return "\n".join(lines) + ("\n" if lines else "")
 
