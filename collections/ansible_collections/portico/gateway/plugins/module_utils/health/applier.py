@@ -13,8 +13,10 @@ reloads the model first.
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any, Collection, Mapping
 
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane import objects
 from ansible_collections.portico.gateway.plugins.module_utils.dataplane.nft import Nft, NftError, dataplane_lock
 from ansible_collections.portico.gateway.plugins.module_utils.dataplane.records import write_health_state
 from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import render_health_update
@@ -30,6 +32,15 @@ def update_script(dataplane: Dataplane, withheld: Mapping[str, Collection[str]])
     return render_health_update(services, dataplane.options, withheld)
 
 
+def table_exists(nft: Nft, table: str) -> bool:
+    """Whether the main table is in the kernel: ``nft list tables`` names tables only, so the
+    answer costs the same for a table of any size."""
+    result = subprocess.run([nft.binary, "list", "tables", objects.TABLE_FAMILY], capture_output=True, text=True, check=False, timeout=10)
+    if result.returncode != 0:
+        raise NftError(f"nft list tables failed: {result.stderr.strip()}")
+    return f"table {objects.TABLE_FAMILY} {table}" in result.stdout.splitlines()
+
+
 class Applier:
     """Commits updates; blocking (Maglev repair is CPU work: the daemon runs it in a worker thread)."""
 
@@ -38,6 +49,9 @@ class Applier:
         self.dataplane_file = dataplane_file
         self.lock_file = lock_file
         self.state_file = state_file
+
+    def table_exists(self, table: str) -> bool:
+        return table_exists(self.nft, table)
 
     def commit(self, dataplane: Dataplane, withheld: Mapping[str, Collection[str]], state: Mapping[str, Any]) -> str:
         """Apply and record under the lock: ``OK``, ``STALE`` (the model changed: nothing done) or nft's error."""

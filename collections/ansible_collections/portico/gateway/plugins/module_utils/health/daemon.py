@@ -31,11 +31,13 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from typing import Sequence
 
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.nft import Nft
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.nft import Nft, NftError
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.objects import TABLE_FAMILY
 from ansible_collections.portico.gateway.plugins.module_utils.dataplane.records import load_health_state
 from ansible_collections.portico.gateway.plugins.module_utils.health.announce import Announcer, hook_runs
 from ansible_collections.portico.gateway.plugins.module_utils.health.applier import OK, STALE, Applier
@@ -50,6 +52,8 @@ from ansible_collections.portico.gateway.plugins.module_utils.health.traffic imp
 
 LOG = logging.getLogger("portico-healthd")
 HTTP_TIMEOUT_S = 5
+# How often the daemon looks whether the main table is still there.
+TABLE_CHECK_S = 2.0
 # Exit code of `status` when the daemon is not running (LSB: program is not running).
 NOT_RUNNING = 3
 
@@ -199,6 +203,36 @@ class Daemon:
             if self.tracker.dataplane.outdated(self.settings.dataplane_file):
                 self.reload_dataplane()
 
+    async def watch_table(self) -> None:
+        """Notice a main table that disappeared (``nft delete table``, a flush of the ruleset) or came back.
+
+        Fail-static while it is gone: health is still checked, routes and state stay as they are,
+        and the daemon says so (log, ``portico_healthd_dataplane_table_present 0``); the next
+        converge or the restore unit brings the table back. When it is back, every LB's backend
+        tables are written again, since the table came back with the health state of its copy.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TABLE_CHECK_S)
+            table = self.tracker.dataplane.options.table
+            try:
+                present = await loop.run_in_executor(None, self.applier.table_exists, table)
+            except (NftError, OSError, subprocess.SubprocessError) as err:
+                LOG.warning("cannot tell whether table %s exists: %s", table, err)
+                continue
+            if present == self.metrics.table_present:
+                continue
+            if not present:
+                LOG.error("table %s %s is gone: traffic to the VIPs is not balanced; health is still checked, routes and "
+                          "state are left as they are until a converge or the restore unit brings the table back",
+                          TABLE_FAMILY, table)
+            elif self.metrics.table_present is False:
+                LOG.warning("table %s %s is back: writing every load balancer's backend tables for the current health",
+                            TABLE_FAMILY, table)
+                self.tracker.dirty |= {lb.name for lb in self.tracker.dataplane.loadbalancers}
+                self.wake.set()
+            self.metrics.table_present = present
+
     async def read_ha(self) -> None:
         """BGP sessions, VRRP state and conntrack fill for /metrics, read in a worker thread (vtysh may be slow)."""
         loop = asyncio.get_running_loop()
@@ -256,7 +290,7 @@ class Daemon:
             except OSError as err:  # health checking matters more than its metrics
                 LOG.error("metrics listener %s:%s: %s", self.settings.metrics_address, self.settings.metrics_port, err)
         helpers = [loop.create_task(self.apply_loop()), loop.create_task(self.watch_dataplane()),
-                   loop.create_task(self.watchdog()), loop.create_task(self.read_ha())]
+                   loop.create_task(self.watchdog()), loop.create_task(self.read_ha()), loop.create_task(self.watch_table())]
         failed: list[str] = []
 
         def helper_done(task: asyncio.Task) -> None:

@@ -26,6 +26,7 @@ class Metrics:
     nft_errors: int = 0
     nft_last_seconds: float = 0.0
     reloads: int = 0
+    table_present: bool | None = None  # None until the first look
     lag_max: float = 0.0
     lag_sum: float = 0.0
     lag_count: int = 0
@@ -108,6 +109,8 @@ def metrics_text(m: Metrics, tracker: HealthTracker) -> str:
         ("nft_update_seconds", "gauge", "Duration of the last table transaction.", f"{m.nft_last_seconds:.6f}"),
         ("schedule_lag_max_seconds", "gauge", "Largest probe start lag since the daemon started.", f"{m.lag_max:.6f}"),
         ("dataplane_reloads_total", "counter", "Times the applied model was (re)loaded.", str(m.reloads)),
+        ("dataplane_table_present", "gauge", "1 while the load balancer table is in the kernel (0: deleted; traffic is not balanced).",
+         str(int(m.table_present is not False))),
         ("checks", "gauge", "Backends being checked.", str(len(checks))),
     ):
         family(f"portico_healthd_{name}", kind, text)
