@@ -65,7 +65,7 @@ k8s_stop() {
   if [[ -f "${k8s_dir}/k8s-stub.pid" ]]; then
     pid="$(cat "${k8s_dir}/k8s-stub.pid")"
     # A pid file that outlived its process (reboot, restored snapshot) may name another process now.
-    if [[ "${pid}" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -q -- "-m lab.k8s_stub "; then
+    if [[ "${pid}" =~ ^[0-9]+$ ]] && tr '\0' ' ' 2>/dev/null <"/proc/${pid}/cmdline" | grep -q -- "-m lab.k8s_stub "; then
       kill "${pid}" 2>/dev/null || true
     fi
     rm -f "${k8s_dir}/k8s-stub.pid"
