@@ -24,6 +24,9 @@ description:
     health changes are neither drift nor a change, but elements that disagree with the health
     checker's state file are drift and get repaired. The module writes the applied model and
     render options to O(state_dir) for the health checker.
+  - The kernel fills the client-affinity sets (C(affm_*)) from traffic; their elements are neither drift
+    nor a change, and a rebuilt table gets them back in the same transaction, so a client keeps its
+    backend for its timeout across changes (not behind a backend the health checker withholds).
   - Files that earlier versions kept in O(state_dir) and nothing reads any more (C(<table>.json),
     C(<table>.listing)) are removed.
 author:
@@ -187,7 +190,12 @@ from ansible_collections.portico.gateway.plugins.module_utils.dataplane.records 
     write_structure,
     write_text_atomic,
 )
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import describe, health_elements_differ, render_table
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import (
+    describe,
+    health_elements_differ,
+    remembered_clients_script,
+    render_table,
+)
 
 
 def _applied(files: DataplaneFiles) -> DataplaneRecord | None:
@@ -292,6 +300,14 @@ def _drift(live: TableListing, recorded_structure: list | None, lbs: Sequence[Lo
     return health_elements_differ(live.health_elements(), lbs, options, withheld)
 
 
+def _remembered(nft: Nft, table: str, lbs: Sequence[LoadBalancer], options: RenderOptions, withheld: dict[str, set[str]]) -> str:
+    """The clients the live affinity sets remember, as commands for the transaction that replaces the table.
+    Read right before it (under the lock): only clients first seen in between are not carried."""
+    if not any(lb.session_affinity == "client_ip" for lb in lbs):
+        return ""
+    return remembered_clients_script(lbs, options, withheld, nft.remembered_clients(table))
+
+
 def _converge(module: AnsibleModule, nft: Nft, lbs: Sequence[LoadBalancer], options: RenderOptions, files: DataplaneFiles) -> None:
     params = module.params
     # Held under the lock: the health checker cannot change state between this read and the apply.
@@ -336,7 +352,7 @@ def _converge(module: AnsibleModule, nft: Nft, lbs: Sequence[LoadBalancer], opti
         if changed and not module.check_mode:
             os.makedirs(params["state_dir"], mode=0o750, exist_ok=True)
             if replace:
-                nft.apply(rendered.script)
+                nft.apply(rendered.script + _remembered(nft, params["table"], lbs, options, withheld))
                 # Right after the apply: the health checker must never patch this table from an old model.
                 write_text_atomic(files.record, record)
                 # Boot restore uses the intent: health state starts over when the checker does.

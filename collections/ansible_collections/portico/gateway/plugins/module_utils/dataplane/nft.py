@@ -73,6 +73,27 @@ class Nft:
         except ValueError as err:
             raise NftError(f"nft list table {family} {table}: unreadable JSON: {err}") from None
 
+    def remembered_clients(self, table: str, family: str = objects.TABLE_FAMILY) -> dict[str, list[tuple[str, int]]]:
+        """The clients the live table's affinity sets remember: set name -> (address, whole seconds
+        left); empty when the table does not exist. Only the sets are listed, not the (big) maps."""
+        result = subprocess.run([self.binary, "-j", "list", "sets", "table", family, table], capture_output=True, check=False)
+        if result.returncode != 0:
+            stderr = result.stderr.decode(errors="replace")
+            if "No such file or directory" in stderr or "does not exist" in stderr:
+                return {}
+            raise NftError(f"nft list sets table {family} {table} failed: {stderr.strip()}")
+        try:
+            data = json.loads(result.stdout)
+            items = data["nftables"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise NftError(f"nft list sets table {family} {table}: unreadable JSON: {err}") from None
+        remembered: dict[str, list[tuple[str, int]]] = {}
+        for item in items:
+            body = item.get("set") if isinstance(item, dict) else None
+            if isinstance(body, dict) and objects.is_dynamic("set", body.get("name", "")):
+                remembered[body["name"]] = [client for client in map(_remembered_client, body.get("elem", ())) if client]
+        return remembered
+
     def delete_table(self, table: str, family: str = objects.TABLE_FAMILY) -> None:
         result = self._run("delete", "table", family, table)
         if result.returncode != 0 and "No such file or directory" not in result.stderr:
@@ -86,7 +107,8 @@ class TableListing:
     ``items``: every object (``{kind: body}``, metainfo left out) without the elements of the
     health-owned sets and maps; ``health``: those elements, in the renderer's shape
     (``render.health_elements``). Splitting at read time frees the bulk of a big table, the slot
-    map elements, as soon as they are converted.
+    map elements, as soon as they are converted. The elements of the client-affinity sets are
+    dropped: the kernel writes them from traffic, so they are nobody's state to compare.
     """
 
     items: tuple[Mapping[str, Any], ...]
@@ -107,6 +129,8 @@ class TableListing:
             for kind, body in item.items():
                 if kind in ("set", "map") and objects.is_health_owned(kind, body.get("name", "")):
                     health[body["name"]] = frozenset(_element_values(elem) for elem in body.pop("elem", ()))
+                elif objects.is_dynamic(kind, body.get("name", "")):
+                    body.pop("elem", None)
             items.append(item)
         return cls(tuple(items), health)
 
@@ -157,10 +181,26 @@ def _atoms(value: Any) -> tuple[Any, ...]:
     if isinstance(value, dict):
         if "elem" in value:  # an element with options (timeout, counter): its value only
             return _atoms(value["elem"].get("val"))
+        for verdict in ("goto", "jump"):  # a verdict map's value: {"goto": {"target": chain}}
+            if isinstance(value.get(verdict), dict):
+                return (verdict, value[verdict].get("target"))
     if isinstance(value, str) and ":" in value:
         with contextlib.suppress(ValueError):
             return (str(ipaddress.ip_address(value)),)
     return (value,)
+
+
+def _remembered_client(elem: Any) -> tuple[str, int] | None:
+    """An affinity set element (``{"elem": {"val": address, "expires": seconds}}``) as (address, seconds left)."""
+    if isinstance(elem, dict) and isinstance(elem.get("elem"), dict):
+        value, left = elem["elem"].get("val"), elem["elem"].get("expires", 0)
+    else:
+        value, left = elem, 0
+    if not isinstance(value, str) or not isinstance(left, int):
+        return None
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(value)), left
+    return None
 
 
 def _element_values(elem: Any) -> tuple[Any, ...]:

@@ -9,7 +9,8 @@ instead of matching names again. Like kube-proxy's nftables proxier: fixed names
 constants, per-listener and per-family names are functions.
 
 Ownership of elements: the health checker writes the elements of the slot maps and of
-the ``no_backends`` sets (``is_health_owned``); everything else belongs to the nft module.
+the ``no_backends`` sets (``is_health_owned``); the kernel fills the client-affinity sets
+from traffic (``is_dynamic``); everything else belongs to the nft module.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ NAT_POSTROUTING = "nat_postrouting"
 
 SERVICE_CHAIN_PREFIX = "svc_"
 SLOT_MAP_PREFIX = "slots_"
+AFFINITY_SET_PREFIX = "affm_"
+AFFINITY_MEMBER_CHAIN_PREFIX = "affep_"
 DROP_COUNTER_PREFIX = "drop_"
 FAMILIES = (4, 6)
 
@@ -49,8 +52,25 @@ def service_chain(lb_ident: str, protocol: str, port: int) -> str:
 
 
 def slot_map(lb_ident: str, protocol: str, port: int) -> str:
-    """One listener's Maglev table: slot -> backend address . port (elements: health checker)."""
+    """One listener's Maglev table: slot -> backend address . port, or with client affinity slot ->
+    goto the backend's member chain (elements: health checker)."""
     return f"{SLOT_MAP_PREFIX}{lb_ident}_{_listener(protocol, port)}"
+
+
+def affinity_member(address: str, port: int) -> str:
+    """Name part of one backend of a client-affinity listener: its address in hex and its port, so
+    the names stay when other backends come and go (and two backends never share one)."""
+    return f"{ipaddress.ip_address(address).packed.hex()}_{port}"
+
+
+def affinity_set(lb_ident: str, protocol: str, port: int, member: str) -> str:
+    """The clients one client-affinity listener sent to one backend, each until its timeout (elements: the kernel)."""
+    return f"{AFFINITY_SET_PREFIX}{lb_ident}_{_listener(protocol, port)}_{member}"
+
+
+def affinity_member_chain(lb_ident: str, protocol: str, port: int, member: str) -> str:
+    """Remembers the client in the backend's affinity set, then DNATs to that backend."""
+    return f"{AFFINITY_MEMBER_CHAIN_PREFIX}{lb_ident}_{_listener(protocol, port)}_{member}"
 
 
 def vip_set(family: int) -> str:
@@ -97,7 +117,8 @@ def drop_counter(vip: str) -> str:
 
 
 # The elements the health checker owns, per set or map, as plain values: a slot map's
-# (slot, address, port), a no_backends set's (vip, protocol, port). The renderer says what they
+# (slot, address, port), or (slot, "goto", member chain) for a client-affinity listener, a
+# no_backends set's (vip, protocol, port). The renderer says what they
 # should be for a health state, a listing of the live table what they are.
 HealthElements = Dict[str, FrozenSet[Tuple]]
 HEALTH_OWNED_SETS = frozenset(no_backends_set(family) for family in FAMILIES)
@@ -108,6 +129,12 @@ def is_health_owned(kind: str, name: str) -> bool:
     if kind == "map":
         return name.startswith(SLOT_MAP_PREFIX)
     return kind == "set" and name in HEALTH_OWNED_SETS
+
+
+def is_dynamic(kind: str, name: str) -> bool:
+    """Whether the kernel fills this set from traffic (client affinity): its elements are nobody's
+    configuration, so they are never drift and never compared."""
+    return kind == "set" and name.startswith(AFFINITY_SET_PREFIX)
 
 
 # The traffic table (dataplane.traffic): counters only, kept by the health checker.

@@ -9,6 +9,13 @@ Shape (kube-proxy nftables mode, plus Maglev):
   per-service-port chain, so per-packet cost is flat in the number of services.
 * ``svc_<lb>_<proto><port>``: ``dnat`` through ``jhash(flow) mod M`` into a
   slot map filled by ``maglev.lookup_table``; one serving backend is a plain dnat.
+* Client-IP affinity (Kubernetes' ``ClientIP``, as kube-proxy's nftables mode does it): one
+  dynamic set per backend (``affm_*``) remembers the clients sent there, each for the timeout
+  after its last new connection (``update`` in the backend's chain ``affep_*`` re-arms it). The
+  service chain sends a remembered client to its backend, every other through a Maglev table of
+  verdicts (``jhash saddr vmap``, slot -> goto a backend's chain). The kernel fills the sets, so
+  a replaced table gets their live elements back (``remembered_clients_script``), and the health
+  checker empties a backend's set when it withholds the backend.
 * ``filter_prerouting`` (before DNAT): traffic to a VIP is accepted only on its
   declared ports from its source ranges; the rest is dropped and counted per VIP.
 * ``nat_postrouting``: SNAT for LBs that asked for it (packet mark set by the
@@ -24,9 +31,14 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Collection, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Collection, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
-from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import Backend, LoadBalancer, Port
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import (
+    DEFAULT_AFFINITY_TIMEOUT_S,
+    Backend,
+    LoadBalancer,
+    Port,
+)
 from ansible_collections.portico.gateway.plugins.module_utils.dataplane import objects
 from ansible_collections.portico.gateway.plugins.module_utils.dataplane.maglev import (
     NO_BACKEND,
@@ -42,6 +54,9 @@ _FAMILY = {4: ("ip", "ipv4_addr", "icmp"), 6: ("ip6", "ipv6_addr", "ipv6-icmp")}
 NFT_COMMENT_MAX = 128
 # A backend as the slot maps hold it: (address, port).
 Endpoint = Tuple[str, int]
+# Clients one backend's affinity set remembers at most: past that, new clients are still
+# balanced, only not remembered until others expire.
+AFFINITY_SET_SIZE = 65535
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,33 @@ class ServicePort:
     def balanced(self) -> bool:
         """Whether traffic is spread through a slot map (more than one serving backend)."""
         return len(self.serving()) > 1
+
+    @property
+    def affinity(self) -> bool:
+        """Client-IP affinity: a client keeps its backend for the timeout after its last new connection."""
+        return self.lb.session_affinity == "client_ip"
+
+    @property
+    def affinity_timeout_s(self) -> int:
+        return self.lb.session_affinity_timeout_s or DEFAULT_AFFINITY_TIMEOUT_S
+
+    def slotted(self) -> bool:
+        """Whether this listener has a slot map: when balanced, and with client affinity from the
+        first backend on (its clients are remembered before a second one comes)."""
+        return self.balanced() or (self.affinity and bool(self.serving()))
+
+    def member_set(self, address: str, port: int) -> str:
+        """The affinity set of the backend at address:port (its target port)."""
+        return objects.affinity_set(self.lb.ident, self.port.protocol, self.port.port, objects.affinity_member(address, port))
+
+    def member_chain(self, address: str, port: int) -> str:
+        """The chain that remembers a client for the backend at address:port and DNATs to it."""
+        return objects.affinity_member_chain(self.lb.ident, self.port.protocol, self.port.port, objects.affinity_member(address, port))
+
+    def members(self) -> list[tuple[Backend, str, str]]:
+        """Each serving backend of an affinity listener with its set and chain."""
+        endpoints = [(b, b.target_port(self.port)) for b in self.serving()]
+        return [(b, self.member_set(b.address, port), self.member_chain(b.address, port)) for b, port in endpoints]
 
 
 def _endpoint(address: str, port: int) -> str:
@@ -168,7 +210,13 @@ def _service_chain(service: ServicePort, options: RenderOptions) -> str:
     lines.append(f'\t\tcomment "{service.lb.name[:NFT_COMMENT_MAX - len(listener)]}{listener}"')
     if options.snats(service.lb):
         lines.append(f"\t\tmeta mark set meta mark | 0x{options.snat_mark:08x}")
-    if not service.balanced():
+    if service.affinity:
+        # A remembered client goes to its backend; the others are balanced on their address.
+        for _backend, member_set, member_chain in service.members():
+            lines.append(f"\t\t{family} saddr @{member_set} goto {member_chain}")
+        size = table_size_for(len(backends), options.slots_per_backend)
+        lines.append(f"\t\t{_hash_expr(service, size, options.hash_seed)} vmap @{service.slot_map}")
+    elif not service.balanced():
         target = _endpoint(backends[0].address, backends[0].target_port(service.port))
         lines.append(f"\t\tmeta l4proto {service.port.protocol} dnat {family} to {target}")
     else:
@@ -181,18 +229,46 @@ def _service_chain(service: ServicePort, options: RenderOptions) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _slot_elements(service: ServicePort, options: RenderOptions, withheld: Collection[str]) -> list[tuple[int, str, int]]:
+def _member_chains(service: ServicePort) -> str:
+    """An affinity listener's chain per backend: remember the client (re-arming its timeout), then DNAT."""
+    family = _FAMILY[service.lb.family][0]
+    text = []
+    for backend, member_set, member_chain in service.members():
+        target = _endpoint(backend.address, backend.target_port(service.port))
+        text.append(f"\tchain {member_chain} {{\n"
+                    f"\t\tupdate @{member_set} {{ {family} saddr }}\n"
+                    f"\t\tmeta l4proto {service.port.protocol} dnat {family} to {target}\n"
+                    "\t}\n\n")
+    return "".join(text)
+
+
+def _member_sets(service: ServicePort) -> str:
+    """An affinity listener's set per backend: its clients, each for the timeout (elements: the kernel)."""
+    addr_type = _FAMILY[service.lb.family][1]
+    return "".join(f"\tset {member_set} {{\n\t\ttype {addr_type}\n\t\tsize {AFFINITY_SET_SIZE}\n"
+                   f"\t\tflags dynamic,timeout\n\t\ttimeout {service.affinity_timeout_s}s\n\t}}\n"
+                   for _backend, member_set, _chain in service.members())
+
+
+def _slot_elements(service: ServicePort, options: RenderOptions, withheld: Collection[str]) -> list[tuple[int, str, Any]]:
+    """Slot -> (address, port), or ("goto", member chain) for an affinity listener."""
     owners = slot_endpoints(service, options, service.healthy_keys(withheld))
+    if service.affinity:
+        return [(slot, "goto", service.member_chain(*owner)) for slot, owner in enumerate(owners) if owner is not None]
     return [(slot, owner[0], owner[1]) for slot, owner in enumerate(owners) if owner is not None]
 
 
 def _slot_items(service: ServicePort, options: RenderOptions, withheld: Collection[str]) -> list[str]:
+    if service.affinity:
+        return [f"{slot} : {verdict} {chain}" for slot, verdict, chain in _slot_elements(service, options, withheld)]
     return [f"{slot} : {address} . {port}" for slot, address, port in _slot_elements(service, options, withheld)]
 
 
 def _slot_map(service: ServicePort, options: RenderOptions, withheld: Collection[str]) -> str:
     family = _FAMILY[service.lb.family][0]
     items = _slot_items(service, options, withheld)
+    if service.affinity:
+        return _member_sets(service) + _map(service.slot_map, "typeof numgen inc mod 2 : verdict", items)
     return _map(service.slot_map, f"typeof numgen inc mod 2 : {family} daddr . {service.port.protocol} dport", items)
 
 
@@ -299,10 +375,14 @@ def render_body(
     services = service_ports(lbs)
     parts = [_family_objects(family, lbs, services, withheld, options) for family in objects.FAMILIES]
     for service in services:
-        if service.balanced():
+        if service.slotted():
             parts.append(_slot_map(service, options, withheld.get(service.lb.name, ())))
     parts.append("\n")
-    parts.extend(_service_chain(service, options) + "\n" for service in services if service.serving())
+    for service in services:
+        if service.serving():
+            parts.append(_service_chain(service, options) + "\n")
+            if service.affinity:
+                parts.append(_member_chains(service))
     parts.append(_filter_chains(lbs, options))
     parts.append(_nat_chains(lbs, options))
     return "".join(parts).rstrip() + "\n"
@@ -357,7 +437,7 @@ def iter_health_elements(
     rejecting: dict[str, set[tuple]] = {objects.no_backends_set(lb.family): set() for lb in lbs}
     for service in service_ports(lbs):
         mine = withheld.get(service.lb.name, ())
-        if service.balanced():
+        if service.slotted():
             yield service.slot_map, frozenset(_slot_elements(service, options, mine))
         if service.rejecting(mine):
             rejecting[service.no_backends_set].add(service.listener_key)
@@ -395,21 +475,54 @@ def render_health_update(
     """One nft transaction that rewrites only these listeners' backend tables and reject state.
 
     Slot maps are rewritten whole (flush + add, atomic): slots of backends that stay
-    healthy get the same owner, so their flows keep their backend.
+    healthy get the same owner, so their flows keep their backend. A withheld backend of an
+    affinity listener forgets its clients in the same transaction, so they are balanced over the
+    healthy ones (and stay with those when it comes back, until their timeout).
     """
     table = f"{objects.TABLE_FAMILY} {options.table}"
     lines: list[str] = []
     for service in services:
         mine = withheld.get(service.lb.name, ())
-        if service.balanced():
+        if service.slotted():
             lines.append(f"flush map {table} {service.slot_map}")
             items = _slot_items(service, options, mine)
             if items:
                 lines.append(f"add element {table} {service.slot_map} {{ {', '.join(items)} }}")
+        if service.affinity:
+            lines.extend(f"flush set {table} {member_set}" for backend, member_set, _chain in service.members()
+                         if backend.address in mine)
         # add-then-delete removes an element whether or not it was there.
         lines.append(f"add element {table} {service.no_backends_set} {{ {service.listener} }}")
         if not service.rejecting(mine):
             lines.append(f"delete element {table} {service.no_backends_set} {{ {service.listener} }}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def remembered_clients_script(
+    lbs: Sequence[LoadBalancer], options: RenderOptions, withheld: Mapping[str, Collection[str]] | None,
+    remembered: Mapping[str, Iterable[tuple[str, int]]],
+) -> str:
+    """``add element`` commands that give a table being replaced the clients its affinity sets remember,
+    for the same transaction (the kernel filled them; a new table starts with empty sets).
+
+    ``remembered``: set name -> (client address, seconds left), as the live table lists them. Only
+    sets the new table has, of backends that are not withheld, are refilled. nft lists whole
+    seconds: each client gets one more (never forgotten early), at most the listener's timeout
+    (which may have been shortened).
+    """
+    if not any(remembered.values()):
+        return ""
+    withheld = withheld or {}
+    table = f"{objects.TABLE_FAMILY} {options.table}"
+    lines: list[str] = []
+    for service in service_ports([lb for lb in lbs if lb.session_affinity == "client_ip"]):
+        mine = withheld.get(service.lb.name, ())
+        for backend, member_set, _chain in service.members():
+            clients = sorted(remembered.get(member_set, ()))
+            if not clients or backend.address in mine:
+                continue
+            items = ", ".join(f"{client} expires {min(left + 1, service.affinity_timeout_s)}s" for client, left in clients)
+            lines.append(f"add element {table} {member_set} {{ {items} }}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -422,12 +535,16 @@ def describe(lbs: Sequence[LoadBalancer], options: RenderOptions) -> str:
         lines.append(f"{lb.name} {_endpoint(lb.vip, port.port)}/{port.protocol} ({lb.source}, pool {lb.pool or '-'})")
         if not backends:
             lines.append("  backends: none - new connections are rejected")
-        elif len(backends) == 1:
+        elif not service.slotted():
             lines.append(f"  backend: {_endpoint(backends[0].address, backends[0].target_port(port))} (direct dnat)")
         else:
             table = slot_table(service, options)
             share = {target: table.count(target) for target in sorted(set(table))}
-            lines.append(f"  maglev {len(table)} slots, hash {'client ip' if lb.session_affinity == 'client_ip' else 'flow'}:")
+            if service.affinity:
+                hashing = f"client ip, each client kept {service.affinity_timeout_s}s after its last new connection"
+            else:
+                hashing = "flow"
+            lines.append(f"  maglev {len(table)} slots, hash {hashing}:")
             for backend in backends:
                 key = f"{backend.address} . {backend.target_port(port)}"
                 lines.append(f"    {_endpoint(backend.address, backend.target_port(port))} weight {backend.weight}: {share.get(key, 0)} slots")
