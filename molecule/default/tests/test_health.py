@@ -169,3 +169,41 @@ def test_kill_9_of_the_daemon_fails_no_request_and_it_converges_again():
     assert gw1.check_output("systemctl show -p MainPID --value portico-healthd") != before_pid
     assert not backend_up("web", "192.0.2.13"), "the restarted daemon forgot a dead backend"
     assert web_slots() == slots
+
+
+def transitions_since_start() -> dict[tuple[str, str], float]:
+    """(backend address, to) -> the restarted daemon's transitions of the web LB."""
+    text = gw1.check_output("python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:9641/metrics').read().decode())\"")
+    found: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if line.startswith("portico_healthd_transitions_total{") and 'lb="web"' in line:
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
+            found[(labels["backend"].strip('"').rsplit(":", 1)[0], labels["to"].strip('"'))] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def test_kill_9_while_a_backend_returns_keeps_the_table_and_flaps_nothing_on_restart():
+    """Churn while the daemon is dead: node3 comes back. The table stays as it was (fail-static), no
+    request fails, and the restarted daemon changes only node3 (up once it passed `rise` probes):
+    the backends that stayed healthy see no transition."""
+    stop_echo("node3")
+    wait_for(lambda: not backend_up("web", "192.0.2.13") and "192.0.2.13 ." not in web_slots(), 3, "node3 out")
+    without_node3 = web_slots()
+    timeline = client("--target", WEB, "--port", "80", "--every", "10", "--duration", "4", "--timeout", "0.5")
+    time.sleep(0.3)
+    killed = time.time()
+    gw1.check_output("systemctl kill -s KILL portico-healthd")
+    start_echo("node3")
+    assert web_slots() == without_node3, "the table changed while the daemon was dead"
+    wait_for(lambda: gw1.run("/usr/lib/portico/portico-healthd status --json").rc == 0, 10, "daemon back")
+    back = time.time() - killed
+    wait_for(lambda: "192.0.2.13 ." in web_slots(), 5, "node3 back in the table")
+    node3_in = time.time() - killed
+    result = finish(timeline)
+    flips = transitions_since_start()
+    print(json.dumps({"measurement": "healthd_kill_under_churn", "daemon_back_s": round(back, 2),
+                      "returned_backend_in_table_s": round(node3_in, 2), "requests": result["sent"],
+                      "failed": result["failed"], "transitions_after_restart": {f"{a}>{t}": n for (a, t), n in flips.items()}}))
+    assert result["failed"] == 0 and result["ok"] > 100, result
+    assert {key: n for key, n in flips.items() if key[0] != "192.0.2.13"} == {}, flips
+    assert flips.get(("192.0.2.13", "down"), 0) == 0, flips
