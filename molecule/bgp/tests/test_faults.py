@@ -28,13 +28,19 @@ import labtools  # noqa: E402
 
 WEB = "198.51.100.10"
 NEXT_HOPS = {"gw1": "198.18.0.11", "gw2": "198.18.0.12"}
-STREAMS = 50
+STREAMS = 200
 TARGET_GAP_MS = 1000
 CONNECT_TIMEOUT_S = 1.0
 # BFD: 100 ms x 3 (frr_bfd_*); the router's kernel route follows BIRD within a few ms.
 BFD_BOUND_S = 0.3 + 0.2
-# watchfrr's restart and a new BGP session (connect, open, first update) on a loaded 2-core machine.
-RETURN_BOUND_S = 30
+# watchfrr's restart and a new BGP session. The router (lab/templates/bird.conf.j2, like many
+# ToRs) waits after each session error before it takes the session again, 5 s doubling to 30 s
+# while errors keep coming, and the tests here cause one each: 30 s, plus connect, open and the
+# first update on a loaded 2-core machine.
+RETURN_BOUND_S = 45
+# watchfrr restarts a daemon at once, but not again within its minimum restart interval (60 s):
+# a daemon that died twice in a minute comes back after that interval.
+DAEMON_BACK_S = 60 + 10
 
 
 class NextHopWatch:
@@ -103,15 +109,14 @@ def judge(name: str, fault_at: float, traffic: dict, changes: list[tuple[float, 
     return summary
 
 
-@pytest.mark.parametrize("daemon", ["bgpd", "zebra", "bfdd"])
-def test_an_frr_daemon_killed_on_gw1_comes_back_and_costs_no_held_connection(daemon):
+def frr_daemon_killed(daemon: str) -> None:
     seconds = 20
     watch = NextHopWatch(WEB).start()
     load = faultload.ConnectionLoad(WEB, seconds=seconds, streams=STREAMS, new_every_ms=20, udp_every_ms=20, udp_port=53,
                                     timeout_s=CONNECT_TIMEOUT_S).start()
     time.sleep(1)
     killed = float(labtools.sh("gw1", f"date +%s.%N; pkill -9 -x {daemon}"))
-    labtools.wait_for(lambda: labtools.sh("gw1", f"pgrep -x {daemon}", check=False).strip(), RETURN_BOUND_S,
+    labtools.wait_for(lambda: labtools.sh("gw1", f"pgrep -x {daemon}", check=False).strip(), DAEMON_BACK_S,
                       f"{daemon} running again", every=0.2)
     restarted = time.time() - killed
     traffic = load.finish()
@@ -122,6 +127,12 @@ def test_an_frr_daemon_killed_on_gw1_comes_back_and_costs_no_held_connection(dae
     assert len(changes) <= 3 and changes[-1][1] == frozenset(NEXT_HOPS), changes
     assert summary["streams"]["opened"] == STREAMS and summary["streams"]["reset"] == 0, summary
     assert summary["tcp"]["max_gap_ms"] <= TARGET_GAP_MS + CONNECT_TIMEOUT_S * 1000, summary
+
+
+# zebra first: FRR restarts every daemon with it, and the tests below are more than watchfrr's
+# minimum restart interval later, so no daemon waits for a second restart.
+def test_zebra_killed_on_gw1_comes_back_and_costs_no_held_connection():
+    frr_daemon_killed("zebra")
 
 
 def test_gw1_uplink_carrier_loss_takes_it_out_within_bfd_and_its_return_brings_it_back():
@@ -170,3 +181,8 @@ def test_conntrackd_killed_on_both_gateways_costs_no_traffic():
     # UDP is reported, not asserted: 1 of 400 requests was lost in 1 of 3 runs while both daemons
     # restarted (docs/reliability.md, open entries); TCP lost none in any.
     assert summary["tcp"]["failed"] == 0, summary
+
+
+@pytest.mark.parametrize("daemon", ["bfdd", "bgpd"])
+def test_an_frr_daemon_killed_on_gw1_comes_back_and_costs_no_held_connection(daemon):
+    frr_daemon_killed(daemon)

@@ -34,7 +34,7 @@ PREEMPT_DELAY_S = 10  # keepalived_preempt_delay_s
 CONNECT_TIMEOUT_S = 1.0
 MOVE_WINDOW_S = CONNECT_TIMEOUT_S
 TARGET_GAP_MS = 500
-STREAMS = 50
+STREAMS = 200
 RESTART_BOUND_S = 5  # systemd's restart of conntrackd on a loaded 2-core machine
 
 
