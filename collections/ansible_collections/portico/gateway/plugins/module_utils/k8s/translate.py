@@ -915,3 +915,19 @@ def translate_cluster(
     if skipped is not None:
         skipped.update(result.skipped)
     return result.entries
+
+
+# --- shared with other kinds -----------------------------------------------------
+
+
+def direct_backends(
+    slices: Sequence[Mapping[str, Any]], ports: Sequence[ServiceSpecPort], family: int, lb_name: str, report: Report,
+) -> tuple[tuple[int, ...], list[dict[str, Any]]]:
+    """A Service's pod backends of one family, resolved exactly as a LoadBalancer Service's are
+    in direct mode (for kinds whose backends are Services, such as Gateway API routes)."""
+    return _direct_backends(slices, ports, family, lb_name, report)
+
+
+def has_ready_endpoint(slices: Sequence[Mapping[str, Any]]) -> bool:
+    """Any of the slices has a ready endpoint with an address."""
+    return _has_ready_endpoint(slices)
