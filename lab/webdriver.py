@@ -88,7 +88,16 @@ class Browser:
     def text(self, css: str) -> str:
         """The visible text of the first element matching ``css`` ('' when there is none)."""
         found = self.find(css)
-        return self._session("GET", f"/element/{found[0]}/text") if found else ""
+        if not found:
+            return ""
+        try:
+            return self._session("GET", f"/element/{found[0]}/text")
+        except WebDriverError as err:
+            # The console refreshes itself: an element found a moment ago may have been replaced.
+            # Like an element not there yet, it reads as '' and the caller's wait looks again.
+            if "stale element reference" in str(err):
+                return ""
+            raise
 
     def script(self, source: str, *args: Any) -> Any:
         return self._session("POST", "/execute/sync", {"script": source, "args": list(args)})
