@@ -273,7 +273,8 @@ def slot_owners(slot_map: str) -> set[str]:
     listing = json.loads(run(["nft", "-j", "list", "map", "inet", "portico", slot_map], ns=NS, timeout=30).stdout)
     for item in listing["nftables"]:
         if "map" in item:
-            return {elem[1]["concat"][0] for elem in item["map"].get("elem", [])}
+            # Addresses only, or address . port when the backends' ports differ.
+            return {elem[1]["concat"][0] if isinstance(elem[1], dict) else elem[1] for elem in item["map"].get("elem", [])}
     raise BenchError(f"no map {slot_map} in the live table")
 
 

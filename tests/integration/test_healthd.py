@@ -84,11 +84,16 @@ class Lab:
         return results[0]
 
     def slots(self) -> list[str]:
+        """Slot -> backend address of the table web's first listener hashes into (shared or not)."""
+        text = self.ns.run("nft", "list", "table", "inet", "portico").stdout
+        chain = text.split("chain svc_web_", 1)[1].split("}", 1)[0]
+        # nft lists a port added to the map's address as "map @name:port".
+        name = chain.split("map @", 1)[1].split()[0].split(":")[0] if "map @" in chain else ""
         listing = json.loads(self.ns.run("nft", "-j", "list", "table", "inet", "portico").stdout)
         for item in listing["nftables"]:
-            if "map" in item and item["map"]["name"].startswith("slots_web_"):
+            if name and "map" in item and item["map"]["name"] == name:
                 elems = item["map"].get("elem", [])
-                table = {e[0]: e[1]["concat"][0] for e in elems}
+                table = {e[0]: e[1]["concat"][0] if isinstance(e[1], dict) else e[1] for e in elems}
                 return [table.get(i, "") for i in range(max(table, default=-1) + 1)] if table else []
         raise AssertionError("no slot map for web")
 
@@ -393,7 +398,7 @@ def test_keep_last_policy_keeps_the_last_healthy_set_but_still_withdraws(healthy
 def test_tampering_with_a_slot_map_is_drift_and_is_repaired(healthy: Lab):
     before = healthy.slots()
     slot_map = next(line.split()[1] for line in healthy.ns.run("nft", "list", "table", "inet", "portico").stdout.splitlines()
-                    if line.strip().startswith("map slots_web_"))
+                    if line.strip().startswith("map backends_"))
     healthy.ns.run("nft", "flush", "map", "inet", "portico", slot_map)
     result = healthy.converge()
     assert result["changed"] is True and result["drift"] is True, result

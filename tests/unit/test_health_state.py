@@ -123,11 +123,14 @@ def test_read_withheld_ignores_missing_foreign_and_stale_entries(tmp_path):
 
 def test_health_update_rewrites_only_the_given_listeners():
     options = RenderOptions()
-    web, other = lb(), lb(name="other", vip="198.51.100.11")
+    web, other = lb(), lb(name="other", vip="198.51.100.11", backends=NODES[:2])
     services = [s for s in service_ports([web, other]) if s.lb.name == "web"]
     script = render_health_update(services, options, {"web": {"192.0.2.11"}})
-    assert "slots_other" not in script and "198.51.100.11" not in script
+    others = service_ports([other])
+    assert "198.51.100.11" not in script and others[0].slot_map not in script
     tcp = services[0]
+    # Both listeners of web have every backend on one port each: one table of addresses serves both.
+    assert tcp.table is not None and tcp.slot_map == services[1].slot_map and script.count("flush map") == 1
     full, repaired = slot_table(tcp, options), slot_table(tcp, options, tcp.healthy_keys({"192.0.2.11"}))
     assert "192.0.2.11 . 8080" not in repaired
     # Slots of backends that stay healthy keep their owner.
@@ -144,7 +147,7 @@ def test_health_update_rejects_when_nothing_is_left():
     script = render_health_update(services, options, {"web": {"192.0.2.11", "192.0.2.12", "192.0.2.13"}})
     assert "delete element" not in script
     assert "add element inet portico no_backends4 { 198.51.100.10 . udp . 53 }" in script
-    assert not any(line.startswith("add element inet portico slots_") for line in script.splitlines())
+    assert not any(line.startswith(("add element inet portico slots_", "add element inet portico backends_")) for line in script.splitlines())
 
 
 def test_ruleset_digest_ignores_health_but_script_carries_it():
@@ -154,7 +157,7 @@ def test_ruleset_digest_ignores_health_but_script_carries_it():
     withheld = render_table([web], RenderOptions(), {"web": {"192.0.2.11"}})
     script, digest = withheld.script, withheld.digest
     assert digest == healthy_digest and script != healthy_script
-    assert "192.0.2.11 . 8080" in healthy_script and "192.0.2.11 . 8080" not in script
+    assert ": 192.0.2.11," in healthy_script and ": 192.0.2.11" not in script
     all_down_digest = render_table([web], RenderOptions(), {"web": {"192.0.2.11", "192.0.2.12", "192.0.2.13"}}).digest
     assert all_down_digest == healthy_digest
     # The intent (what a boot restores) serves every backend whatever the health state.
@@ -212,18 +215,26 @@ def test_udp_check_of_a_mixed_lb_uses_the_udp_listener():
 
 def test_health_owned_elements_read_the_same_from_the_render_and_a_listing():
     elements = health_elements([lb()], RenderOptions(), {"web": {"192.0.2.11"}})
-    tcp = next(name for name in elements if name.startswith("slots_") and name.endswith("tcp80"))
-    assert elements["no_backends4"] == frozenset()
+    tcp = service_ports([lb()])[0].slot_map
+    assert set(elements) == {tcp, "no_backends4"} and elements["no_backends4"] == frozenset()
     assert len(elements[tcp]) > 100 and not any("192.0.2.11" in e for e in elements[tcp])
-    assert (0, "192.0.2.12", 8080) in elements[tcp] or (0, "192.0.2.13", 8080) in elements[tcp]
+    assert (0, "192.0.2.12") in elements[tcp] or (0, "192.0.2.13") in elements[tcp]
     listing = _listing({"set": {"family": "inet", "name": "no_backends4", "table": "portico", "handle": 9,
                                 "type": ["ipv4_addr", "inet_proto", "inet_service"],
                                 "elem": [{"concat": ["198.51.100.10", "tcp", 80]}, {"concat": ["198.51.100.10", "udp", 53]}]}})
     assert listing.health_elements() == {"no_backends4": frozenset({("198.51.100.10", "tcp", 80), ("198.51.100.10", "udp", 53)})}
     # The render's own slot map elements, listed back, compare equal (IPv6 in nft's spelling too).
-    slots = [[slot, {"concat": [address, port]}] for slot, address, port in sorted(elements[tcp])]
+    slots = [[slot, address] for slot, address in sorted(elements[tcp])]
     listed = _listing({"map": {"family": "inet", "name": tcp, "table": "portico", "handle": 4, "elem": slots}})
     assert listed.health_elements() == {tcp: elements[tcp]}
+    # Backends with ports of their own: a table of address . port.
+    direct = lb(backends=[{"address": "192.0.2.11", "port": 8081}, {"address": "192.0.2.12", "port": 8082}])
+    name = service_ports([direct])[0].slot_map
+    pairs = health_elements([direct], RenderOptions())[name]
+    assert {element[1:] for element in pairs} == {("192.0.2.11", 8081), ("192.0.2.12", 8082)}
+    slots = [[slot, {"concat": [address, port]}] for slot, address, port in sorted(pairs)]
+    listed = _listing({"map": {"family": "inet", "name": name, "table": "portico", "handle": 4, "elem": slots}})
+    assert listed.health_elements() == {name: pairs}
     v6 = _listing({"set": {"family": "inet", "name": "no_backends6", "table": "portico", "handle": 5,
                            "elem": [{"concat": ["2001:db8:100:0::10", "tcp", 80]}]}})
     assert v6.health_elements() == {"no_backends6": frozenset({("2001:db8:100::10", "tcp", 80)})}

@@ -36,6 +36,8 @@ from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer
 POOLS = {"public": {"addresses": ["198.51.100.0/24", "2001:db8:100::/64"]}}
 BACKENDS = ["192.0.2.11", "192.0.2.12", "192.0.2.13"]
 CHECK = {"type": "tcp", "interval_ms": 100, "timeout_ms": 80, "rise": 2, "fall": 2}
+# Probes the same backends another way: its verdicts are its own.
+OTHER_CHECK = {**CHECK, "interval_ms": 150}
 
 
 def lb(name: str = "web", vip: str = "198.51.100.10", backends: list[str] | None = None, **extra: Any) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def succeed(tracker: HealthTracker, address: str, times: int = 2) -> list[bool]:
 
 
 def test_a_backend_going_down_plans_one_transaction_for_its_lb_only(tmp_path: pathlib.Path) -> None:
-    tracker = loaded(tmp_path / "record.json", [lb(), lb(name="api", vip="198.51.100.11")])
+    tracker = loaded(tmp_path / "record.json", [lb(), lb(name="api", vip="198.51.100.11", health_check=OTHER_CHECK)])
     tracker.dirty.clear()  # a fresh load with nothing withheld agrees with the tables
     assert fail(tracker, "192.0.2.12") == [False, True]  # fall 2: the second failure flips it
     assert tracker.dirty == {"web"}
@@ -84,7 +86,7 @@ def test_a_backend_going_down_plans_one_transaction_for_its_lb_only(tmp_path: pa
     web = tracker.dataplane.services["web"][0]
     api = tracker.dataplane.services["api"][0]
     assert f"flush map inet portico {web.slot_map}" in script and api.slot_map not in script
-    assert "192.0.2.12 . 8080" not in script and "192.0.2.11 . 8080" in script
+    assert ": 192.0.2.12" not in script and ": 192.0.2.11" in script
     # The same slots the nft module renders for this health state: both writers agree.
     module_view = render_table(tracker.dataplane.loadbalancers, RenderOptions(), update.withheld).script
     added = next(line for line in script.splitlines() if line.startswith(f"add element inet portico {web.slot_map}"))
@@ -92,6 +94,28 @@ def test_a_backend_going_down_plans_one_transaction_for_its_lb_only(tmp_path: pa
     tracker.committed(update, now=1000.0)
     assert tracker.applied_withheld["web"] == {"192.0.2.12"} and tracker.applied_at["web"] == 1000.0
     assert tracker.snapshot()["loadbalancers"]["web"]["withheld"] == ["192.0.2.12"]
+
+
+def test_lbs_with_one_check_share_its_probe_and_their_table_is_written_once(tmp_path: pathlib.Path) -> None:
+    tracker = loaded(tmp_path / "record.json", [lb(), lb(name="api", vip="198.51.100.11", ports=[
+        {"protocol": "tcp", "port": 80, "backend_port": 8080}, {"protocol": "tcp", "port": 443, "backend_port": 8443}])])
+    tracker.dirty.clear()
+    assert len(tracker.checks) == 6 and len(tracker.scheduled()) == 3  # one probe per backend, for both LBs
+    assert fail(tracker, "192.0.2.12") == [False, True]
+    assert tracker.dirty == {"web", "api"}
+    assert {tracker.health[k].up for k, c in tracker.checks.items() if c.address == "192.0.2.12"} == {False}
+    update = tracker.update({"web"})  # the group comes along: their shared table is one content
+    assert update.withheld == {"web": {"192.0.2.12"}, "api": {"192.0.2.12"}}
+    script = update_script(tracker.dataplane, update.withheld)
+    services = [s for name in ("web", "api") for s in tracker.dataplane.services[name]]
+    assert len({s.slot_map for s in services}) == 1 and len(services) == 3
+    assert script.count("flush map") == 1 and ": 192.0.2.12" not in script
+    for service in services:  # every listener keeps its own target port in its rule
+        assert f"map @{service.slot_map} : {service.port.backend_port}" in render_table(tracker.dataplane.loadbalancers, RenderOptions()).script
+    # A check that joins a probe takes its verdict: a new LB does not serve a backend known dead.
+    loaded(tmp_path / "record.json", [lb(), lb(name="api", vip="198.51.100.11"), lb(name="db", vip="198.51.100.12")], tracker)
+    assert {tracker.health[k].up for k, c in tracker.checks.items() if c.address == "192.0.2.12"} == {False}
+    assert tracker.plan({"db"})[0] == {"db": {"192.0.2.12"}}
 
 
 def test_every_backend_down_rejects_or_keeps_the_last_set(tmp_path: pathlib.Path) -> None:
@@ -145,32 +169,32 @@ def test_a_changed_probe_keeps_the_verdict_until_it_has_its_own(tmp_path: pathli
 
 def test_a_removed_lb_is_forgotten_so_a_recreated_one_starts_clean(tmp_path: pathlib.Path) -> None:
     record = tmp_path / "record.json"
-    tracker = loaded(record, [lb(), lb(name="api", vip="198.51.100.11")])
+    tracker = loaded(record, [lb(), lb(name="api", vip="198.51.100.11", health_check=OTHER_CHECK)])
     fail(tracker, "192.0.2.12")
     tracker.committed(tracker.update(tracker.dirty))
     tracker.dirty.clear()
-    loaded(record, [lb(name="api", vip="198.51.100.11")], tracker)
+    loaded(record, [lb(name="api", vip="198.51.100.11", health_check=OTHER_CHECK)], tracker)
     assert tracker.state_stale and "web" not in tracker.applied_withheld and "web" not in tracker.last_served
     assert "web" not in tracker.snapshot()["loadbalancers"]
     tracker.committed(tracker.update(set()))
     assert not tracker.state_stale
-    loaded(record, [lb(), lb(name="api", vip="198.51.100.11")], tracker)
+    loaded(record, [lb(), lb(name="api", vip="198.51.100.11", health_check=OTHER_CHECK)], tracker)
     assert tracker.update({"web"}).withheld == {"web": set()}
 
 
 def test_lbs_are_dirty_only_where_the_module_rendered_something_else(tmp_path: pathlib.Path) -> None:
     record = tmp_path / "record.json"
-    tracker = loaded(record, [lb(), lb(name="api", vip="198.51.100.11")])
+    tracker = loaded(record, [lb(), lb(name="api", vip="198.51.100.11", health_check=OTHER_CHECK)])
     fail(tracker, "192.0.2.12")
     tracker.committed(tracker.update({"web"}))
     tracker.dirty.clear()
     # The module re-applied from the state file: web's table already leaves .12 out.
-    loaded(record, [lb(), lb(name="api", vip="198.51.100.11", backends=BACKENDS[:2])], tracker)
+    loaded(record, [lb(), lb(name="api", vip="198.51.100.11", health_check=OTHER_CHECK, backends=BACKENDS[:2])], tracker)
     assert tracker.dirty == set()
     # A backend of api went down while it was unknown to the state file: api disagrees now.
     fail(tracker, "192.0.2.11", lb_name="api")
     tracker.dirty.clear()
-    loaded(record, [lb(), lb(name="api", vip="198.51.100.11", backends=BACKENDS[:2])], tracker)
+    loaded(record, [lb(), lb(name="api", vip="198.51.100.11", health_check=OTHER_CHECK, backends=BACKENDS[:2])], tracker)
     assert tracker.dirty == {"api"}
 
 
@@ -203,7 +227,7 @@ def test_hooks_run_for_changes_and_for_every_vip_at_start() -> None:
 
 
 def test_the_tracker_holds_back_the_vips_of_dirty_lbs(tmp_path: pathlib.Path) -> None:
-    tracker = loaded(tmp_path / "record.json", [lb(), lb(name="api", vip="198.51.100.11")])
+    tracker = loaded(tmp_path / "record.json", [lb(), lb(name="api", vip="198.51.100.11", health_check=OTHER_CHECK)])
     tracker.announced = {"198.51.100.10", "198.51.100.11"}
     tracker.dirty.clear()
     for address in BACKENDS:
@@ -240,6 +264,24 @@ def test_a_restart_resumes_from_the_state_file(tmp_path: pathlib.Path) -> None:
     assert after.update({"web"}).withheld == update.withheld  # same state, same table
     # Back after `rise` successes, not before.
     assert succeed(after, "192.0.2.13", times=2) == [False, True]
+
+
+def test_a_state_written_when_each_lb_probed_alone_is_aligned_to_one_verdict(tmp_path: pathlib.Path) -> None:
+    record, state_file = tmp_path / "record.json", tmp_path / "state.json"
+    before = loaded(record, [lb(), lb(name="api", vip="198.51.100.11", health_check=OTHER_CHECK)])
+    fail(before, "192.0.2.13")  # web's own check only: api still serves .13
+    update = before.update({"web", "api"})
+    write_health_state(str(state_file), update.state)
+    assert update.withheld == {"web": {"192.0.2.13"}, "api": set()}
+    # Both LBs now probe the same way: one probe, and the state of its first check (api's) for both.
+    after = HealthTracker()
+    assert after.restore(load_health_state(str(state_file)))
+    write_record(record, [lb(), lb(name="api", vip="198.51.100.11")])
+    after.load(Dataplane.read(str(record)))
+    assert len(after.scheduled()) == 3
+    assert {after.health[k].up for k, c in after.checks.items() if c.address == "192.0.2.13"} == {True}
+    # web's table held .13 out and must take it back; the update covers the whole group.
+    assert after.dirty == {"web"} and after.update(after.dirty).withheld == {"web": set(), "api": set()}
 
 
 @pytest.mark.parametrize("content", ["not json", '{"version": 99, "loadbalancers": {}}', '{"version": 1, "loadbalancers": []}'])

@@ -49,13 +49,16 @@ nft delete table inet portico_lab_flap
 
 
 def slot_map() -> str:
-    return labtools.sh("gw1", "nft list table inet portico | grep -o 'map slots_web_[0-9a-f]*_tcp80'").split()[1]
+    """The Maglev map web's tcp/80 listener hashes into (a backend table it may share)."""
+    rule = labtools.sh("gw1", "nft list table inet portico | grep -A3 'chain svc_web_[0-9a-f]*_tcp80 ' | grep -o 'map @[a-z0-9_]*'")
+    return rule.split("@", 1)[1].strip()
 
 
 def owners(name: str) -> dict[int, str]:
     listing = json.loads(labtools.sh("gw1", f"nft -j list map inet portico {name}"))
     elements = next(item["map"] for item in listing["nftables"] if "map" in item).get("elem", [])
-    return {slot: value["concat"][0] for slot, value in elements}
+    # A table of addresses only, or of address . port when the backends' ports differ.
+    return {slot: value["concat"][0] if isinstance(value, dict) else value for slot, value in elements}
 
 
 def node2_transitions() -> float:

@@ -31,6 +31,7 @@ NAT_POSTROUTING = "nat_postrouting"
 
 SERVICE_CHAIN_PREFIX = "svc_"
 SLOT_MAP_PREFIX = "slots_"
+BACKEND_TABLE_PREFIX = "backends_"
 AFFINITY_SET_PREFIX = "affm_"
 AFFINITY_MEMBER_CHAIN_PREFIX = "affep_"
 DROP_COUNTER_PREFIX = "drop_"
@@ -52,9 +53,16 @@ def service_chain(lb_ident: str, protocol: str, port: int) -> str:
 
 
 def slot_map(lb_ident: str, protocol: str, port: int) -> str:
-    """One listener's Maglev table: slot -> backend address . port, or with client affinity slot ->
-    goto the backend's member chain (elements: health checker)."""
+    """One client-affinity listener's Maglev table: slot -> goto the backend's member chain
+    (elements: health checker)."""
     return f"{SLOT_MAP_PREFIX}{lb_ident}_{_listener(protocol, port)}"
+
+
+def backend_table(digest: str) -> str:
+    """A Maglev table shared by every listener with the same backends and health check: slot ->
+    backend address (the port is in the rule), or address . port when the backends' ports differ.
+    Named by its content, so every gateway names it alike (elements: health checker)."""
+    return f"{BACKEND_TABLE_PREFIX}{digest}"
 
 
 def affinity_member(address: str, port: int) -> str:
@@ -117,7 +125,8 @@ def drop_counter(vip: str) -> str:
 
 
 # The elements the health checker owns, per set or map, as plain values: a slot map's
-# (slot, address, port), or (slot, "goto", member chain) for a client-affinity listener, a
+# (slot, address) or (slot, address, port) of a shared backend table, (slot, "goto", member chain) of a
+# client-affinity listener's slot map, a
 # no_backends set's (vip, protocol, port). The renderer says what they
 # should be for a health state, a listing of the live table what they are.
 HealthElements = Dict[str, FrozenSet[Tuple]]
@@ -127,7 +136,7 @@ HEALTH_OWNED_SETS = frozenset(no_backends_set(family) for family in FAMILIES)
 def is_health_owned(kind: str, name: str) -> bool:
     """Whether the health checker owns this set's or map's elements (``kind``: ``set`` or ``map``)."""
     if kind == "map":
-        return name.startswith(SLOT_MAP_PREFIX)
+        return name.startswith((SLOT_MAP_PREFIX, BACKEND_TABLE_PREFIX))
     return kind == "set" and name in HEALTH_OWNED_SETS
 
 

@@ -8,7 +8,15 @@ Shape (kube-proxy nftables mode, plus Maglev):
 * ``nat_prerouting``: one verdict-map lookup ``daddr . l4proto . dport`` to a
   per-service-port chain, so per-packet cost is flat in the number of services.
 * ``svc_<lb>_<proto><port>``: ``dnat`` through ``jhash(flow) mod M`` into a
-  slot map filled by ``maglev.lookup_table``; one serving backend is a plain dnat.
+  Maglev slot map filled by ``maglev.lookup_table``; one serving backend is a plain dnat.
+* ``backends_<digest>``: the slot maps, one per distinct backend table, not per listener. Listeners
+  whose serving backends are the same addresses with the same weights, probed by the same health
+  check, share one (``BackendTable``): in nodeport mode every Service with the same nodes and the
+  node check of kube-proxy. When every backend of a listener has the same target port the map holds
+  addresses only and the rule adds the port (``map @backends_x : 30598``); backends with ports of
+  their own keep ``address . port`` elements. Sharing needs one health verdict per backend for
+  all its LBs: the health checker probes each check identity once, and LBs of one health group
+  (``health_group``) always withhold the same backends.
 * Client-IP affinity (Kubernetes' ``ClientIP``, as kube-proxy's nftables mode does it): one
   dynamic set per backend (``affm_*``) remembers the clients sent there, each for the timeout
   after its last new connection (``update`` in the backend's chain ``affep_*`` re-arms it). The
@@ -38,6 +46,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer
     Backend,
     LoadBalancer,
     Port,
+    check_identity,
 )
 from ansible_collections.portico.gateway.plugins.module_utils.dataplane import objects
 from ansible_collections.portico.gateway.plugins.module_utils.dataplane.maglev import (
@@ -54,9 +63,65 @@ _FAMILY = {4: ("ip", "ipv4_addr", "icmp"), 6: ("ip6", "ipv6_addr", "ipv6-icmp")}
 NFT_COMMENT_MAX = 128
 # A backend as the slot maps hold it: (address, port).
 Endpoint = Tuple[str, int]
+# A member of a shared backend table: (address, port, weight); port 0 when the table holds addresses only.
+Member = Tuple[str, int, int]
 # Clients one backend's affinity set remembers at most: past that, new clients are still
 # balanced, only not remembered until others expire.
 AFFINITY_SET_SIZE = 65535
+
+
+def health_group(lb: LoadBalancer) -> tuple[Any, ...]:
+    """LBs with equal groups get one verdict per backend and withhold the same ones (the health
+    checker plans a group as one): its serving addresses and weights, and its check identity."""
+    serving = tuple(sorted((b.address, b.weight) for b in lb.backends if b.weight > 0))
+    return (lb.family, serving, check_identity(lb))
+
+
+@dataclass(frozen=True)
+class BackendTable:
+    """One Maglev slot map, shared by every listener of the same family whose serving backends are
+    the same members (address, weight and, when their ports differ, port) with the same health
+    check. Members are in address order, so the table does not depend on how an LB lists them."""
+
+    family: int
+    protocol: str  # "" when the table holds addresses only (the rule adds the one target port)
+    members: Tuple[Member, ...]
+    check: Tuple[Any, ...]
+
+    @property
+    def addresses_only(self) -> bool:
+        return not self.protocol
+
+    @property
+    def name(self) -> str:
+        return objects.backend_table(_content_digest(self))
+
+    def key(self, member: Member) -> str:
+        """The Maglev key of a member: equal on every gateway and for every listener of the table."""
+        address = f"[{member[0]}]" if ":" in member[0] else member[0]
+        return address if self.addresses_only else f"{address}:{member[1]}"
+
+    def healthy_keys(self, withheld: Collection[str]) -> set[str] | None:
+        if not withheld:
+            return None
+        return {self.key(m) for m in self.members if m[0] not in withheld}
+
+
+@lru_cache(maxsize=65536)
+def _content_digest(table: BackendTable) -> str:
+    # Every gateway must name a table alike: hashlib over the content, never Python's salted hash.
+    return hashlib.sha256(repr((table.family, table.protocol, table.members, table.check)).encode()).hexdigest()[:20]
+
+
+@lru_cache(maxsize=65536)
+def _backend_table(lb: LoadBalancer, port: Port) -> Optional[BackendTable]:
+    serving = [b for b in lb.backends if b.weight > 0]
+    if lb.session_affinity == "client_ip" or len(serving) < 2:
+        return None
+    one_port = len({b.target_port(port) for b in serving}) == 1
+    members = sorted(((b.address, 0 if one_port else b.target_port(port), b.weight) for b in serving),
+                     key=lambda m: (ipaddress.ip_address(m[0]), m[1]))
+    return BackendTable(lb.family, "" if one_port else port.protocol, tuple(members), check_identity(lb))
 
 
 @dataclass(frozen=True)
@@ -71,7 +136,16 @@ class ServicePort:
         return objects.service_chain(self.lb.ident, self.port.protocol, self.port.port)
 
     @property
+    def table(self) -> Optional[BackendTable]:
+        """The shared backend table of a balanced listener without client affinity (else None)."""
+        return _backend_table(self.lb, self.port)
+
+    @property
     def slot_map(self) -> str:
+        """The Maglev map this listener hashes into: its shared table's, or its own with client affinity."""
+        table = self.table
+        if table is not None:
+            return table.name
         return objects.slot_map(self.lb.ident, self.port.protocol, self.port.port)
 
     @property
@@ -93,6 +167,9 @@ class ServicePort:
 
     def healthy_keys(self, withheld: Collection[str]) -> set[str] | None:
         """Maglev keys of the backends still in the table; None when none is withheld (all healthy)."""
+        table = self.table
+        if table is not None:
+            return table.healthy_keys(withheld)
         if not withheld:
             return None
         return {b.key(self.port) for b in self.serving() if b.address not in withheld}
@@ -186,11 +263,34 @@ def _all_healthy_slot_endpoints(service: ServicePort, options: RenderOptions) ->
 
 def _compute_slot_endpoints(service: ServicePort, options: RenderOptions, healthy: Collection[str] | None) -> list[Optional[Endpoint]]:
     backends = service.serving()
+    table = service.table
+    if table is not None:
+        port = backends[0].target_port(service.port)
+        return [None if owner is None else (owner[0], owner[1] or port) for owner in table_owners(table, options, healthy)]
     keyed = [MaglevBackend(key=b.key(service.port), weight=b.weight) for b in backends]
     size = table_size_for(len(keyed), options.slots_per_backend)
     owners = lookup_table(keyed, size, healthy=healthy, seed=f"{options.hash_seed:08x}")
     endpoints = [(b.address, b.target_port(service.port)) for b in backends]
     return [None if owner == NO_BACKEND else endpoints[owner] for owner in owners]
+
+
+def table_owners(table: BackendTable, options: RenderOptions, healthy: Collection[str] | None = None) -> Sequence[Optional[Member]]:
+    """Slot -> member of a shared table (None: nobody serves); ``healthy``: Maglev keys, None for all."""
+    if healthy is None:
+        return _all_healthy_table_owners(table, options)
+    return _compute_table_owners(table, options, healthy)
+
+
+@lru_cache(maxsize=4096)
+def _all_healthy_table_owners(table: BackendTable, options: RenderOptions) -> tuple[Optional[Member], ...]:
+    return tuple(_compute_table_owners(table, options, None))
+
+
+def _compute_table_owners(table: BackendTable, options: RenderOptions, healthy: Collection[str] | None) -> list[Optional[Member]]:
+    keyed = [MaglevBackend(key=table.key(m), weight=m[2]) for m in table.members]
+    size = table_size_for(len(keyed), options.slots_per_backend)
+    owners = lookup_table(keyed, size, healthy=healthy, seed=f"{options.hash_seed:08x}")
+    return [None if owner == NO_BACKEND else table.members[owner] for owner in owners]
 
 
 def _hash_expr(service: ServicePort, size: int, seed: int) -> str:
@@ -221,9 +321,12 @@ def _service_chain(service: ServicePort, options: RenderOptions) -> str:
         lines.append(f"\t\tmeta l4proto {service.port.protocol} dnat {family} to {target}")
     else:
         size = table_size_for(len(backends), options.slots_per_backend)
+        table = service.table
+        # A table of addresses only: every backend listens on the same port, which the rule adds.
+        port = f" : {backends[0].target_port(service.port)}" if table is not None and table.addresses_only else ""
         lines.append(
             f"\t\tmeta l4proto {service.port.protocol} dnat {family} to "
-            f"{_hash_expr(service, size, options.hash_seed)} map @{service.slot_map}"
+            f"{_hash_expr(service, size, options.hash_seed)} map @{service.slot_map}{port}"
         )
     lines.append("\t}")
     return "\n".join(lines) + "\n"
@@ -250,26 +353,58 @@ def _member_sets(service: ServicePort) -> str:
                    for _backend, member_set, _chain in service.members())
 
 
-def _slot_elements(service: ServicePort, options: RenderOptions, withheld: Collection[str]) -> list[tuple[int, str, Any]]:
-    """Slot -> (address, port), or ("goto", member chain) for an affinity listener."""
+def _slot_elements(service: ServicePort, options: RenderOptions, withheld: Collection[str]) -> list[tuple[Any, ...]]:
+    """An affinity listener's slot -> ("goto", member chain)."""
     owners = slot_endpoints(service, options, service.healthy_keys(withheld))
-    if service.affinity:
-        return [(slot, "goto", service.member_chain(*owner)) for slot, owner in enumerate(owners) if owner is not None]
+    return [(slot, "goto", service.member_chain(*owner)) for slot, owner in enumerate(owners) if owner is not None]
+
+
+def _table_elements(table: BackendTable, options: RenderOptions, withheld: Collection[str]) -> list[tuple[Any, ...]]:
+    """A shared table's slot -> address, or address . port when its members' ports differ."""
+    owners = table_owners(table, options, table.healthy_keys(withheld))
+    if table.addresses_only:
+        return [(slot, owner[0]) for slot, owner in enumerate(owners) if owner is not None]
     return [(slot, owner[0], owner[1]) for slot, owner in enumerate(owners) if owner is not None]
 
 
 def _slot_items(service: ServicePort, options: RenderOptions, withheld: Collection[str]) -> list[str]:
-    if service.affinity:
-        return [f"{slot} : {verdict} {chain}" for slot, verdict, chain in _slot_elements(service, options, withheld)]
-    return [f"{slot} : {address} . {port}" for slot, address, port in _slot_elements(service, options, withheld)]
+    return [f"{slot} : {verdict} {chain}" for slot, verdict, chain in _slot_elements(service, options, withheld)]
+
+
+def _table_items(table: BackendTable, options: RenderOptions, withheld: Collection[str]) -> list[str]:
+    return [f"{element[0]} : {' . '.join(map(str, element[1:]))}" for element in _table_elements(table, options, withheld)]
 
 
 def _slot_map(service: ServicePort, options: RenderOptions, withheld: Collection[str]) -> str:
-    family = _FAMILY[service.lb.family][0]
     items = _slot_items(service, options, withheld)
-    if service.affinity:
-        return _member_sets(service) + _map(service.slot_map, "typeof numgen inc mod 2 : verdict", items)
-    return _map(service.slot_map, f"typeof numgen inc mod 2 : {family} daddr . {service.port.protocol} dport", items)
+    return _member_sets(service) + _map(service.slot_map, "typeof numgen inc mod 2 : verdict", items)
+
+
+def _table_map(table: BackendTable, options: RenderOptions, withheld: Collection[str]) -> str:
+    family = _FAMILY[table.family][0]
+    value = f"{family} daddr" if table.addresses_only else f"{family} daddr . {table.protocol} dport"
+    return _map(table.name, f"typeof numgen inc mod 2 : {value}", _table_items(table, options, withheld))
+
+
+def grouped_withheld(lbs: Iterable[LoadBalancer], withheld: Mapping[str, Collection[str]]) -> dict[str, frozenset[str]]:
+    """Per LB: what its health group withholds. The health checker gives LBs of one group the same
+    set; should a state file say otherwise, a backend withheld for any of them is withheld for all,
+    so the tables they share are one content."""
+    by_group: dict[tuple[Any, ...], set[str]] = {}
+    groups = {lb.name: health_group(lb) for lb in lbs}
+    for name, group in groups.items():
+        by_group.setdefault(group, set()).update(withheld.get(name, ()))
+    return {name: frozenset(by_group[group]) for name, group in groups.items()}
+
+
+def backend_tables(services: Iterable[ServicePort]) -> dict[str, tuple[BackendTable, ServicePort]]:
+    """Each shared table by name, with the first listener (in render order) that uses it."""
+    tables: dict[str, tuple[BackendTable, ServicePort]] = {}
+    for service in services:
+        table = service.table
+        if table is not None and table.name not in tables:
+            tables[table.name] = (table, service)
+    return dict(sorted(tables.items()))
 
 
 def _filter_chains(lbs: Sequence[LoadBalancer], options: RenderOptions) -> str:
@@ -371,11 +506,13 @@ def render_body(
 
     ``withheld``: LB name -> backend addresses the health checker took out of rotation.
     """
-    withheld = withheld or {}
+    withheld = grouped_withheld(lbs, withheld or {})
     services = service_ports(lbs)
     parts = [_family_objects(family, lbs, services, withheld, options) for family in objects.FAMILIES]
+    for table, first in backend_tables(services).values():
+        parts.append(_table_map(table, options, withheld.get(first.lb.name, ())))
     for service in services:
-        if service.slotted():
+        if service.affinity and service.slotted():
             parts.append(_slot_map(service, options, withheld.get(service.lb.name, ())))
     parts.append("\n")
     for service in services:
@@ -433,11 +570,14 @@ def iter_health_elements(
 ) -> Iterator[tuple[str, frozenset[tuple]]]:
     """(name, elements) of every health-owned set and map ``render_table`` writes for this health
     state, one at a time (a big table's slot maps need not all be held at once)."""
-    withheld = withheld or {}
+    withheld = grouped_withheld(lbs, withheld or {})
     rejecting: dict[str, set[tuple]] = {objects.no_backends_set(lb.family): set() for lb in lbs}
-    for service in service_ports(lbs):
+    services = service_ports(lbs)
+    for table, first in backend_tables(services).values():
+        yield table.name, frozenset(_table_elements(table, options, withheld.get(first.lb.name, ())))
+    for service in services:
         mine = withheld.get(service.lb.name, ())
-        if service.slotted():
+        if service.affinity and service.slotted():
             yield service.slot_map, frozenset(_slot_elements(service, options, mine))
         if service.rejecting(mine):
             rejecting[service.no_backends_set].add(service.listener_key)
@@ -475,15 +615,22 @@ def render_health_update(
     """One nft transaction that rewrites only these listeners' backend tables and reject state.
 
     Slot maps are rewritten whole (flush + add, atomic): slots of backends that stay
-    healthy get the same owner, so their flows keep their backend. A withheld backend of an
-    affinity listener forgets its clients in the same transaction, so they are balanced over the
-    healthy ones (and stay with those when it comes back, until their timeout).
+    healthy get the same owner, so their flows keep their backend. A shared table is written once,
+    however many of the listeners use it (the caller passes whole health groups). A withheld
+    backend of an affinity listener forgets its clients in the same transaction, so they are
+    balanced over the healthy ones (and stay with those when it comes back, until their timeout).
     """
     table = f"{objects.TABLE_FAMILY} {options.table}"
+    withheld = grouped_withheld({s.lb.name: s.lb for s in services}.values(), withheld)
     lines: list[str] = []
+    for shared, first in backend_tables(services).values():
+        lines.append(f"flush map {table} {shared.name}")
+        items = _table_items(shared, options, withheld.get(first.lb.name, ()))
+        if items:
+            lines.append(f"add element {table} {shared.name} {{ {', '.join(items)} }}")
     for service in services:
         mine = withheld.get(service.lb.name, ())
-        if service.slotted():
+        if service.affinity and service.slotted():
             lines.append(f"flush map {table} {service.slot_map}")
             items = _slot_items(service, options, mine)
             if items:
@@ -544,7 +691,8 @@ def describe(lbs: Sequence[LoadBalancer], options: RenderOptions) -> str:
                 hashing = f"client ip, each client kept {service.affinity_timeout_s}s after its last new connection"
             else:
                 hashing = "flow"
-            lines.append(f"  maglev {len(table)} slots, hash {hashing}:")
+            shared = f", table {service.table.name}" if service.table is not None else ""
+            lines.append(f"  maglev {len(table)} slots, hash {hashing}{shared}:")
             for backend in backends:
                 key = f"{backend.address} . {backend.target_port(port)}"
                 lines.append(f"    {_endpoint(backend.address, backend.target_port(port))} weight {backend.weight}: {share.get(key, 0)} slots")

@@ -104,14 +104,14 @@ class Daemon:
         scheduler = self.probe_scheduler()
         for key in self.tracker.load(dataplane):
             scheduler.remove(key)
-        for key, check in self.tracker.checks.items():
+        for key, check in self.tracker.scheduled().items():
             scheduler.set(key, check.target, check.interval)
         self.metrics.keep_transitions_of(self.tracker.live_endpoints())
         # The traffic counters follow the model: a delta in a worker thread (nft), off the probe loop.
         asyncio.get_running_loop().run_in_executor(None, self.traffic.sync, dataplane.loadbalancers, dataplane.options.table)
         self.wake.set()
-        LOG.info("loaded %d load balancers, %d checks (digest %s)", len(dataplane.loadbalancers),
-                 len(self.tracker.checks), dataplane.digest or "-")
+        LOG.info("loaded %d load balancers, %d checks, %d probes (digest %s)", len(dataplane.loadbalancers),
+                 len(self.tracker.checks), len(self.tracker.probes), dataplane.digest or "-")
 
     # -- probing ------------------------------------------------------------------
 
@@ -126,10 +126,13 @@ class Daemon:
             return
         self.metrics.lag(lag)
         self.metrics.probe(result)
-        if self.tracker.observe(key, result):
-            state = "up" if self.tracker.health[key].up else "down"
+        flipped = self.tracker.observe_all(key, result)
+        for other in flipped:
+            check = self.tracker.checks[other]
+            state = "up" if self.tracker.health[other].up else "down"
             self.metrics.transition(check.lb, check.endpoint, state)
             LOG.info("%s backend %s is %s (%s)", check.lb, check.endpoint, state, result.detail)
+        if flipped:
             self.wake.set()
 
     # -- applying -----------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Collection, Mapping, Sequence
 
 from ansible_collections.portico.gateway.plugins.module_utils.health.probes import ProbeTarget
-from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import Backend, LoadBalancer
+from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import LoadBalancer, probe_port
 
 ALL_DOWN_POLICIES = ("reject", "keep_last")
 
@@ -37,18 +37,15 @@ class Check:
                          ",".join(map(str, t.expected_status)), t.send or "", t.expect or ""))
 
     @property
+    def probe(self) -> tuple[str, ...]:
+        """What is probed and how, whatever LB asks: checks with one probe share its verdicts."""
+        t = self.target
+        return (self.address, t.kind, str(t.port), t.path, t.host or "", ",".join(map(str, t.expected_status)),
+                t.send or "", t.expect or "", str(t.timeout), str(self.interval), str(self.rise), str(self.fall))
+
+    @property
     def endpoint(self) -> str:
         return f"[{self.address}]:{self.target.port}" if ":" in self.address else f"{self.address}:{self.target.port}"
-
-
-def probe_port(lb: LoadBalancer, backend: Backend) -> int:
-    """Health-check port: the configured one, else where the first listener of the probe's
-    protocol sends its traffic (the model guarantees there is one)."""
-    if lb.health_check.port is not None:
-        return lb.health_check.port
-    protocol = "udp" if lb.health_check.type == "udp" else "tcp"
-    candidates = sorted(lb.ports, key=lambda p: (p.protocol != protocol, p.port))
-    return backend.target_port(candidates[0])
 
 
 def checks_for(lb: LoadBalancer) -> list[Check]:

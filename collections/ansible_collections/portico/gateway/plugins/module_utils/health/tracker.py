@@ -12,6 +12,7 @@ records afterwards. The daemon (``health.daemon``) runs probes, commits updates
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -27,7 +28,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.dataplane.records 
     read_record,
     recorded_lb_health,
 )
-from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import ServicePort, service_ports
+from ansible_collections.portico.gateway.plugins.module_utils.dataplane.render import ServicePort, health_group, service_ports
 from ansible_collections.portico.gateway.plugins.module_utils.health.announce import announcement
 from ansible_collections.portico.gateway.plugins.module_utils.health.probes import ProbeResult
 from ansible_collections.portico.gateway.plugins.module_utils.health.state import (
@@ -54,6 +55,8 @@ class Dataplane:
     services: dict[str, list[ServicePort]] = field(default_factory=dict)
     by_name: dict[str, LoadBalancer] = field(default_factory=dict)
     signature: tuple[int, int, int] | None = None
+    # LB name -> the names of its health group (itself included): LBs that may share backend tables.
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_record(cls, record: DataplaneRecord | None, where: str = "dataplane record") -> Dataplane:
@@ -66,8 +69,13 @@ class Dataplane:
         services: dict[str, list[ServicePort]] = {}
         for service in service_ports(model.loadbalancers):
             services.setdefault(service.lb.name, []).append(service)
+        members: dict[tuple[Any, ...], list[str]] = {}
+        for lb in model.loadbalancers:
+            members.setdefault(health_group(lb), []).append(lb.name)
+        groups = {name: tuple(sorted(names)) for names in members.values() for name in names}
         return cls(digest=record.digest, options=record.render_options(), loadbalancers=model.loadbalancers,
-                   services=services, by_name={lb.name: lb for lb in model.loadbalancers}, signature=record.signature)
+                   services=services, by_name={lb.name: lb for lb in model.loadbalancers}, signature=record.signature,
+                   groups=groups)
 
     @classmethod
     def read(cls, path: str) -> Dataplane:
@@ -97,6 +105,9 @@ class HealthTracker:
         self.dataplane = Dataplane()
         self.checks: dict[str, Check] = {}
         self.checks_by_lb: dict[str, list[str]] = {}
+        # One probe per check identity, its verdicts given to every check with it (LBs sharing a
+        # backend table must agree on each backend): probe -> check keys, the first one scheduled.
+        self.probes: dict[tuple[str, ...], list[str]] = {}
         self.health: dict[str, BackendHealth] = {}
         # Per LB, as last committed: the backends served and withheld, and when.
         self.last_served: dict[str, set[str]] = {}
@@ -129,14 +140,15 @@ class HealthTracker:
 
     def load(self, dataplane: Dataplane) -> list[str]:
         """Take a newly applied model: checks are matched by key, so unchanged backends keep their
-        state; LBs whose tables now disagree with their health become dirty. Returns the keys of
-        the checks that are gone (the caller stops probing them)."""
+        state; LBs whose tables now disagree with their health become dirty. Returns the keys the
+        caller must stop probing: checks that are gone, and checks no longer first of their probe."""
         self.dataplane = dataplane
         wanted = {c.key: c for lb in dataplane.loadbalancers for c in checks_for(lb)}
         # A new probe (port, path, kind) for the same backend keeps its verdict until it has one:
         # a backend known dead must not come back just because its check was edited.
         previous = {(self.checks[k].lb, self.checks[k].address): self.health[k]
                     for k in self.checks if k not in wanted and k in self.health}
+        leaders = set(self.scheduled())
         removed = sorted(set(self.checks) - set(wanted))
         for key in removed:
             del self.checks[key]
@@ -149,6 +161,17 @@ class HealthTracker:
         self.checks_by_lb = {}
         for key, check in self.checks.items():
             self.checks_by_lb.setdefault(check.lb, []).append(key)
+        self.probes = {}
+        for key in sorted(self.checks):
+            self.probes.setdefault(self.checks[key].probe, []).append(key)
+        for keys in self.probes.values():
+            # One verdict per probe: a check that joins one (a new LB, or a state written when each LB
+            # probed alone) takes the state of the probe's first check.
+            first = self.health[keys[0]]
+            for key in keys[1:]:
+                if self.health[key] != first:
+                    self.health[key] = dataclasses.replace(first)
+        removed += sorted(leaders - set(self.scheduled()) - set(removed))
         names = {lb.name for lb in dataplane.loadbalancers}
         for table in (self.last_served, self.applied_withheld, self.applied_at):
             for name in set(table) - names:
@@ -164,15 +187,26 @@ class HealthTracker:
         """(LB, backend endpoint) of every check: what per-backend metrics may still name."""
         return {(c.lb, c.endpoint) for c in self.checks.values()}
 
+    def scheduled(self) -> dict[str, Check]:
+        """What to probe: the first check of each probe, by its key."""
+        return {keys[0]: self.checks[keys[0]] for keys in self.probes.values()}
+
     def observe(self, key: str, result: ProbeResult) -> bool:
-        """One probe verdict; True when the backend flipped (its LB is then dirty)."""
-        check, health = self.checks.get(key), self.health.get(key)
-        if check is None or health is None:
-            return False
-        if not health.observe(result.ok, check.rise, check.fall, result.detail, result.latency):
-            return False
-        self.dirty.add(check.lb)
-        return True
+        """One probe verdict; True when the backend flipped (its LBs are then dirty)."""
+        return bool(self.observe_all(key, result))
+
+    def observe_all(self, key: str, result: ProbeResult) -> list[str]:
+        """One probe verdict for every check with the probe of ``key``; the keys of those that flipped."""
+        check = self.checks.get(key)
+        if check is None:
+            return []
+        flipped = []
+        for other in self.probes.get(check.probe, [key]):
+            health = self.health.get(other)
+            if health is not None and health.observe(result.ok, check.rise, check.fall, result.detail, result.latency):
+                self.dirty.add(self.checks[other].lb)
+                flipped.append(other)
+        return flipped
 
     # -- decisions ----------------------------------------------------------------
 
@@ -187,8 +221,16 @@ class HealthTracker:
             lb = self.dataplane.by_name.get(name)
             if lb is None:
                 continue
-            withheld[name], served[name] = withheld_for(lb, self.up_by_lb(name), self.last_served.get(name, ()), self.all_down)
+            # LBs of one health group share backend tables, so they must withhold alike: they have
+            # the same verdicts, and what they last served is taken over the group.
+            group = self.dataplane.groups.get(name, (name,))
+            last_served = set().union(*(self.last_served.get(other, ()) for other in group))
+            withheld[name], served[name] = withheld_for(lb, self.up_by_lb(name), last_served, self.all_down)
         return withheld, served
+
+    def with_groups(self, names: Iterable[str]) -> set[str]:
+        """``names`` and every LB of their health groups: an update rewrites shared tables whole."""
+        return {other for name in names for other in self.dataplane.groups.get(name, (name,))}
 
     def vips(self) -> dict[str, dict[str, int]]:
         up = {(c.lb, c.address): self.health[k].up for k, c in self.checks.items()}
@@ -216,8 +258,8 @@ class HealthTracker:
                             vips={vip: {**counts, "announced": vip in announced} for vip, counts in sorted(vips.items())})
 
     def update(self, names: Iterable[str], **details: Any) -> Update:
-        """What one transaction for ``names`` writes, and the state file that goes with it."""
-        withheld, served = self.plan(names)
+        """What one transaction for ``names`` (and their health groups) writes, and the state file that goes with it."""
+        withheld, served = self.plan(self.with_groups(names))
         state = self.snapshot(**details)
         for name in withheld:
             state["loadbalancers"][name].update(lb_health(withheld[name], served[name]))

@@ -174,6 +174,27 @@ class LoadBalancer:
         return data
 
 
+def probe_port(lb: LoadBalancer, backend: Backend) -> int:
+    """Health-check port of one backend: the configured one, else where the first listener of the
+    probe's protocol sends its traffic (the model guarantees there is one)."""
+    if lb.health_check.port is not None:
+        return lb.health_check.port
+    protocol = "udp" if lb.health_check.type == "udp" else "tcp"
+    candidates = sorted(lb.ports, key=lambda p: (p.protocol != protocol, p.port))
+    return backend.target_port(candidates[0])
+
+
+def check_identity(lb: LoadBalancer) -> tuple[Any, ...]:
+    """What the health checker probes for this LB's serving backends, and how: equal for two LBs
+    exactly when they get one verdict per backend (the checker probes each identity once)."""
+    hc = lb.health_check
+    if hc.type == "none":
+        return ("none",)
+    probes = tuple(sorted((b.address, probe_port(lb, b)) for b in lb.backends if b.weight > 0))
+    return (hc.type, hc.path, hc.host, hc.expected_status, hc.interval_ms, hc.timeout_ms, hc.rise, hc.fall,
+            hc.send, hc.expect, probes)
+
+
 def backend_dicts(backends: Iterable[Backend]) -> list[dict[str, Any]]:
     """Backends as plain data (fields that are not set are left out)."""
     result = []
