@@ -56,6 +56,27 @@ for svc in json.load(sys.stdin)["items"]:
   done <<<"$listeners"
   echo "  (team-a/restricted only admits 198.18.0.0/24: the client is refused by design)"
   echo
+  echo "Gateway API: Gateways of class portico (kubectl get gateway,tcproute,udproute -A):"
+  kubectl --kubeconfig "$kubeconfig" get gateway,tcproute,udproute -A 2>&1 | sed 's/^/  /'
+  echo
+  echo "Each Gateway listener with attached routes, through the address Portico wrote (the 90/10"
+  echo "canary on tcp-echo splits between two Services whose pods run on every node):"
+  # One line per listener: namespace/gateway/listener ip port protocol.
+  listeners=$(kubectl --kubeconfig "$kubeconfig" get gateway -A -o json 2>/dev/null | python3 -c '
+import json, sys
+for gw in json.load(sys.stdin)["items"]:
+    meta, status = gw["metadata"], gw.get("status", {})
+    attached = {entry["name"]: entry.get("attachedRoutes", 0) for entry in status.get("listeners", [])}
+    for address in status.get("addresses", []):
+        for listener in gw["spec"]["listeners"]:
+            if listener["protocol"] in ("TCP", "UDP") and attached.get(listener["name"]):
+                name = "/".join((meta["namespace"], meta["name"], listener["name"]))
+                print(name, address["value"], listener["port"], listener["protocol"].lower())
+' || true)
+  while read -r listener ip port proto; do
+    [[ -n "$listener" ]] && show "$listener $proto $ip:$port" "$proto" "$ip" "$port" 100
+  done <<<"$listeners"
+  echo
 fi
 echo "Health of every backend as gw1 sees it (portico-healthd status):"
 podman exec portico-lab-gw1 /usr/lib/portico/portico-healthd status | sed -n '1,16p' | sed 's/^/  /' || true

@@ -94,7 +94,8 @@ k8s_start() {
      if ((fd > 2)); then eval "exec ${fd}>&-"; fi
    done
    nohup "${python}" -m lab.k8s_stub --port "${k8s_port}" \
-     --fixtures lab/k8s_stub/fixtures/lab --kubeconfig "${k8s_dir}/kubeconfig" \
+     --fixtures lab/k8s_stub/fixtures/lab --fixtures lab/k8s_stub/fixtures/lab-gateway-api \
+     --kubeconfig "${k8s_dir}/kubeconfig" \
      >"${k8s_dir}/k8s-stub.log" 2>&1 &
    echo $! >"${k8s_dir}/k8s-stub.pid")
   for _ in $(seq 50); do

@@ -162,6 +162,13 @@ def test_a_new_service_triggers_one_run_within_a_second(watcher: Watcher, core: 
     assert "trigger 2 attempt 1: 1 key(s)" in watcher.log.read_text()
 
 
+def test_a_state_dir_that_does_not_exist_yet_is_made(watcher: Watcher, core: client.CoreV1Api):
+    state = watcher.tmp / "not" / "there"
+    watcher.start("--state-dir", str(state))  # its first run writes PORTICO_CHANGED_FILE there
+    assert watcher.runs()[0]["payload"]["reason"] == "full reconcile (start)"
+    assert state.is_dir() and state.stat().st_mode & 0o777 == 0o700
+
+
 def test_a_burst_is_debounced_and_every_key_is_covered(watcher: Watcher, core: client.CoreV1Api):
     watcher.start()
     before = time.time()

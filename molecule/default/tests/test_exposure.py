@@ -2,7 +2,7 @@
 scanned from the lab client; healthd's endpoints from every other host.
 
 Declared listeners come from the inventory (static LBs) and the Kubernetes API (the stand-in's
-LoadBalancer Services with their addresses): not from the gateway's own table, whose VIPs are
+LoadBalancer Services, LoadBalancer resources and Gateways with their addresses): not from the gateway's own table, whose VIPs are
 only the list of what to scan. A listener answers the client when its source ranges hold the
 client's address; everything else must stay silent (no SYN-ACK, no reset, no ICMP) and each
 packet dropped must show in its VIP's drop counter (``dataplane/objects.py``: drop_<hex>).
@@ -67,7 +67,7 @@ def _declare(vips: dict[str, Vip], address: str, listeners: list[tuple[str, int]
 
 
 def declared() -> dict[str, Vip]:
-    """VIP -> listeners, from the inventory's static LBs and the API's served Services and LoadBalancers."""
+    """VIP -> listeners, from the inventory's static LBs and the API's served Services, LoadBalancers and Gateways."""
     vips: dict[str, Vip] = {}
     for lb in LAB_VARS["portico_loadbalancers"]:
         listeners = [(str(p.get("protocol", "tcp")).lower(), p["port"]) for p in lb["ports"]]
@@ -88,7 +88,31 @@ def declared() -> dict[str, Vip]:
                                                                  for item in spec["listeners"]]
         for address in (plb.get("status") or {}).get("addresses") or []:
             _declare(vips, address, listeners, spec.get("sourceRanges"))
+    _declare_gateways(vips, custom)
     return vips
+
+
+def _declare_gateways(vips: dict[str, Vip], custom: kubernetes.client.CustomObjectsApi) -> None:
+    """The TCP and UDP listeners of Portico's Gateways that hold a route, on the Gateways' addresses
+    (as their status says: none while the API serves no Gateway API)."""
+    group = "gateway.networking.k8s.io"
+    try:
+        classes = custom.list_cluster_custom_object(group, "v1", "gatewayclasses")["items"]
+        gateways = custom.list_cluster_custom_object(group, "v1", "gateways")["items"]
+    except kubernetes.client.exceptions.ApiException as err:
+        if err.status == 404:
+            return
+        raise
+    ours = {c["metadata"]["name"] for c in classes if c["spec"].get("controllerName") == "portico.io/gateway-controller"}
+    for gateway in gateways:
+        if gateway["spec"]["gatewayClassName"] not in ours:
+            continue
+        status = gateway.get("status") or {}
+        routed = {item["name"] for item in status.get("listeners") or [] if item.get("attachedRoutes")}
+        listeners = [(item["protocol"].lower(), item["port"]) for item in gateway["spec"]["listeners"]
+                     if item["name"] in routed and item["protocol"] in ("TCP", "UDP")]
+        for address in status.get("addresses") or []:
+            _declare(vips, address["value"], listeners, None)
 
 
 def table_vips() -> set[str]:

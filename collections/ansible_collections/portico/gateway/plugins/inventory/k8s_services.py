@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: k8s_services
-short_description: Kubernetes LoadBalancer Services and Portico LoadBalancer resources as service entries on the gateway group
+short_description: Kubernetes LoadBalancer Services, Portico LoadBalancer resources and Gateways as service entries on the gateway group
 description:
   - Lists Services, EndpointSlices (C(discovery.k8s.io/v1)), Nodes and Portico's LoadBalancer
     resources (C(loadbalancers.portico.io), the CRD in the repository's C(crds/)) of one or more
@@ -17,6 +17,15 @@ description:
   - Each entry names its C(kind) (C(Service) or C(LoadBalancer)); both kinds go through the same
     allocation (pools, sharing, stable addresses, contests by age), model and write-back. A cluster
     without the LoadBalancer CRD simply has no LoadBalancer resources.
+  - The Gateway API (C(gateway.networking.k8s.io)) - GatewayClasses of the controller
+    C(portico.io/gateway-controller), their Gateways with TCP and UDP listeners, and the TCPRoutes and
+    UDPRoutes attached to them (read at C(v1) where the cluster serves it, else at C(v1alpha2)), with
+    ReferenceGrants for backendRefs across namespaces. A served Gateway is an entry of kind C(Gateway),
+    allocated with the Services (the same pools, requested addresses from C(spec.addresses) and contests
+    by age); each listener with a route is one LB on the Gateway's address, with the route's Services'
+    ready endpoints as backends and its backendRef weights as Maglev weights. GatewayClasses and routes get
+    status-only entries (their conditions). Gateways of other classes are left alone. A cluster without
+    the Gateway API CRDs simply has no Gateways.
   - C(portico_k8s_services) is a JSON document, a string (C(portico_k8s_services | from_json)
     shows it) with C(services), one entry per Service, and C(backend_sets), each distinct backend
     list once (every nodeport LB of a cluster shares one). As a string it costs Ansible nothing
@@ -182,19 +191,21 @@ options:
       - name: PORTICO_K8S_STATE_DIR
   kinds:
     description:
-      - The kinds of objects served - C(Service) (LoadBalancer Services) and C(LoadBalancer)
-        (Portico's C(loadbalancers.portico.io) resources).
+      - The kinds of objects served - C(Service) (LoadBalancer Services), C(LoadBalancer)
+        (Portico's C(loadbalancers.portico.io) resources) and C(Gateway) (the Gateway API -
+        GatewayClasses, Gateways, TCPRoutes and UDPRoutes).
     type: list
     elements: str
-    choices: [Service, LoadBalancer]
-    default: [Service, LoadBalancer]
+    choices: [Service, LoadBalancer, Gateway]
+    default: [Service, LoadBalancer, Gateway]
     env:
       - name: PORTICO_K8S_KINDS
   changed:
     description:
       - The keys (C(cluster/namespace/name), C(cluster/namespace/LoadBalancer/name) for a LoadBalancer
         resource) of the objects that changed since the last run, as a JSON list, as C(bin/portico-watch)
-        and the EDA rulebook pass them. A Node key (C(cluster//node)) makes the run a full one.
+        and the EDA rulebook pass them. A Node key (C(cluster//node)) or a Gateway API object's
+        (C(cluster//Kind/namespace/name)) makes the run a full one.
     type: str
     env:
       - name: PORTICO_CHANGED
@@ -231,7 +242,21 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructa
 from ansible.utils.vars import combine_vars
 
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import ApiError, K8sConfigError, api_client, list_items
-from ansible_collections.portico.gateway.plugins.module_utils.k8s.kinds import SERVICE, Kind
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.gateway_api import (
+    ROUTE_VERSIONS,
+    GatewayApiEntries,
+    GatewayApiObjects,
+    gateway_api_entries,
+)
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.kinds import (
+    GATEWAY,
+    GATEWAY_CLASS,
+    REFERENCE_GRANT,
+    SERVICE,
+    TCPROUTE,
+    UDPROUTE,
+    Kind,
+)
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.resources import resource_kinds
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.sources import (
     SOURCE_OPTIONS,
@@ -275,6 +300,8 @@ ERROR_VAR = "portico_k8s_error"
 # Cached data of another format (entries as a list, not a document) is fetched again.
 _CACHE_FORMAT = 4
 HTTP_NOT_FOUND = 404
+# ReferenceGrant is v1 in recent Gateway API releases, v1beta1 in older ones.
+REFERENCE_GRANT_VERSIONS = ("v1", "v1beta1")
 
 
 class _Unreadable(Exception):
@@ -347,7 +374,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         for cluster in clusters:
             result, node_list, digest = self._read_cluster(cluster, prior.clusters.get(cluster.name) if prior else None, focus)
             others = self._read_resources(cluster)
-            self._summary(cluster.name, [(SERVICE, result), *others])
+            gateway_api = self._read_gateway_api(cluster, node_list)
+            self._summary(cluster.name, [(SERVICE, result), *others], _gateway_api_summary(cluster, gateway_api))
+            if gateway_api is not None:
+                others.append((GATEWAY, gateway_api.translation))
             kept = ClusterSnapshot(digest)
             for entry in result.entries:
                 entry["loadbalancers"] = packer.pack_loadbalancers(entry["loadbalancers"])
@@ -368,7 +398,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         document = encode(SERVICES_FORMAT, services, fresh.backend_sets)
         return {"services": document, "nodes": json.loads(json.dumps(nodes))}
 
-    def _summary(self, cluster: str, results: list[tuple[Kind, Translation | None]]) -> None:
+    def _summary(self, cluster: str, results: list[tuple[Kind, Translation | None]], extra: list[str]) -> None:
         """One line per cluster: per kind, what is served, released and skipped, and why."""
         parts = []
         for kind, result in results:
@@ -385,6 +415,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 parts.append("skipped " + ", ".join(f"{count} {SKIP_REASONS[reason]}" for reason, count in sorted(result.skipped.items())))
             if result.translated < len(result.digests):
                 parts.append(f"{result.translated} translated, {len(result.digests) - result.translated} reused")
+        parts.extend(extra)
         self.display.display(f"k8s_services: cluster {cluster}: {'; '.join(parts)}", stderr=True)
 
     def _read_resources(self, cluster: ClusterConfig) -> list[tuple[Kind, Translation | None]]:
@@ -404,6 +435,59 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 raise _Unreadable(_cluster_error(cluster, err, f"listing {resource.kind.label}s failed")) from None
             results.append((resource.kind, resource.translate(objects, cluster.options)))
         return results
+
+    def _list_versions(self, client: Any, options: TranslateOptions, kind: Kind, versions: tuple[str, ...],
+                       namespaced: bool = True) -> tuple[str | None, list[dict[str, Any]]]:
+        """A kind's objects at the first of ``versions`` the API serves, and that version; (None, [])
+        when it serves none (its CRD is not installed)."""
+        for version in versions:
+            served = dataclasses.replace(kind, version=version)
+            try:
+                if namespaced:
+                    return version, self._list(client, options, served.collection_path(), served.collection_path("{}"))
+                page, timeout = self.get_option("page_size"), self.get_option("request_timeout")
+                return version, list_items(client, served.collection_path(), page_size=page, timeout=timeout)[0]
+            except ApiError as err:
+                if err.status != HTTP_NOT_FOUND:
+                    raise
+        return None, []
+
+    def _read_gateway_api(self, cluster: ClusterConfig, nodes: list[dict[str, Any]]) -> GatewayApiEntries | None:
+        """The entries of the Gateway API objects (``k8s.gateway_api``); None when the cluster does
+        not serve the Gateway API (no GatewayClass CRD) or the source does not serve it. A route
+        kind is read at v1 where the cluster serves it, else at v1alpha2."""
+        if GATEWAY.kind not in cluster.options.kinds:
+            return None
+        options = cluster.options
+        page, timeout = self.get_option("page_size"), self.get_option("request_timeout")
+        try:
+            client = api_client(cluster.auth)
+            version, classes = self._list_versions(client, options, GATEWAY_CLASS, (GATEWAY_CLASS.version,), namespaced=False)
+            if version is None:
+                return None
+            _version, gateways = self._list_versions(client, options, GATEWAY, (GATEWAY.version,))
+            tcp_version, tcp_routes = self._list_versions(client, options, TCPROUTE, ROUTE_VERSIONS)
+            udp_version, udp_routes = self._list_versions(client, options, UDPROUTE, ROUTE_VERSIONS)
+            _version, grants = self._list_versions(client, options, REFERENCE_GRANT, REFERENCE_GRANT_VERSIONS)
+            services: list[dict[str, Any]] = []
+            slices: list[dict[str, Any]] = []
+            namespaces: list[dict[str, Any]] = []
+            if gateways and (tcp_routes or udp_routes):
+                services = self._list(client, options, "/api/v1/services", "/api/v1/namespaces/{}/services")
+                slices = self._list(client, options, "/apis/discovery.k8s.io/v1/endpointslices",
+                                    "/apis/discovery.k8s.io/v1/namespaces/{}/endpointslices", labelSelector=SERVICE_NAME_LABEL)
+                namespaces = list_items(client, "/api/v1/namespaces", page_size=page, timeout=timeout)[0]
+            if not nodes and gateways:
+                nodes = list_items(client, "/api/v1/nodes", page_size=page, timeout=timeout)[0]
+        except K8sConfigError as err:
+            raise _Unreadable(_cluster_error(cluster, err)) from None
+        except ApiError as err:
+            raise _Unreadable(_cluster_error(cluster, err, "listing the Gateway API objects failed")) from None
+        objects = GatewayApiObjects(gateway_classes=classes, gateways=gateways, tcp_routes=tcp_routes, udp_routes=udp_routes,
+                                    reference_grants=grants, services=services, endpoint_slices=slices, namespaces=namespaces,
+                                    nodes=nodes)
+        versions = {TCPROUTE.kind: tcp_version or ROUTE_VERSIONS[0], UDPROUTE.kind: udp_version or ROUTE_VERSIONS[0]}
+        return gateway_api_entries(objects, options, versions)
 
     @property
     def _kinds(self) -> tuple[str, ...]:
@@ -480,6 +564,20 @@ def _cluster_error(cluster: ClusterConfig, err: Exception, doing: str = "") -> s
         how += f", context {cluster.auth.context}"
     what = str(err) if isinstance(err, K8sConfigError) or getattr(err, "status", 0) == 0 else f"{doing}: {err}"
     return f"Kubernetes cluster {cluster.name} ({how}): {what}"
+
+
+def _gateway_api_summary(cluster: ClusterConfig, result: GatewayApiEntries | None) -> list[str]:
+    if GATEWAY.kind not in cluster.options.kinds:
+        return []
+    if result is None:
+        return [f"no {GATEWAY_CLASS.plural}.{GATEWAY_CLASS.group} in the API (Gateway API CRDs not installed)"]
+    releasing = sum(1 for entry in result.translation.entries if entry.get("release"))
+    parts = [f"{result.gateways} Gateways to serve, {result.routes} routes attached"]
+    if releasing:
+        parts.append(f"{releasing} Gateways to release")
+    if result.skipped_gateways:
+        parts.append(f"skipped {result.skipped_gateways} Gateways of other classes or namespaces")
+    return parts
 
 
 def _to_translate(services: list[dict[str, Any]], options: TranslateOptions, prior: ClusterSnapshot,

@@ -11,10 +11,11 @@ module: k8s_service_status
 short_description: Write the status, finalizers and Events of the Kubernetes objects Portico serves
 version_added: "0.1.0"
 description:
-  - Batch mode (O(services)) - brings every object of one cluster (LoadBalancer Services, and Portico's
-    LoadBalancer resources) to what C(portico.gateway.lb_validate) decided (its C(portico_k8s_status)
-    document) in one call, writing only what differs, from a bounded pool of threads (O(workers)). Each
-    kind has its own finalizer and status; the protocol (claim, publish, release) is the same.
+  - Batch mode (O(services)) - brings every object of one cluster (LoadBalancer Services, Portico's
+    LoadBalancer resources, and the Gateway API's GatewayClasses, Gateways, TCPRoutes and UDPRoutes) to
+    what C(portico.gateway.lb_validate) decided (its C(portico_k8s_status) document) in one call, writing
+    only what differs, from a bounded pool of threads (O(workers)). Each kind has its own finalizer and
+    status; the protocol (claim, publish, release) is the same.
   - In stage C(claim), before a converge, a Service about to be served gets the cleanup finalizer
     C(service.kubernetes.io/load-balancer-cleanup) and the annotation C(portico.io/served-by) (the
     class this Portico serves), so it is not removed while a VIP for it may be announced and is
@@ -22,7 +23,10 @@ description:
   - In stage C(publish), after the converge, a Service's C(status.loadBalancer.ingress) is set where it
     differs (C(kubectl get svc) shows it in EXTERNAL-IP); a LoadBalancer resource's status gets its
     addresses, the conditions C(Accepted) and C(Programmed), and each backend's health as the
-    gateways' health checkers see it (O(gateways)). Events are recorded - C(IPAllocated) when an
+    gateways' health checkers see it (O(gateways)); a Gateway's status gets its addresses, the conditions
+    C(Accepted) and C(Programmed) and its listeners' conditions and C(attachedRoutes), a GatewayClass of
+    Portico's controller C(Accepted), and a route one C(status.parents) item per Gateway of Portico's it
+    names (C(Accepted), C(ResolvedRefs); other controllers' items are kept). Events are recorded - C(IPAllocated) when an
     address is written, C(NotServed) or C(ServedWithWarnings) once per distinct message while a
     problem lasts. An object Portico must release (being deleted, or out of its scope) gets its status
     cleared, a C(Released) Event, and the annotation and finalizer removed (a deleted object then
@@ -136,8 +140,9 @@ options:
 notes:
   - Supports check mode (reports what would change, writes nothing) and diff mode (the ingress
     before and after, per Service written).
-  - Needs RBAC to list, get and patch Services and C(loadbalancers.portico.io), patch their C(status),
-    and list, create and patch Events (docs/rbac.yaml).
+  - Needs RBAC to list, get and patch Services, C(loadbalancers.portico.io) and Gateways, patch their
+    C(status) and that of GatewayClasses, TCPRoutes and UDPRoutes, and list, create and patch Events
+    (docs/rbac.yaml).
 """
 
 EXAMPLES = r"""
@@ -231,8 +236,8 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import 
     list_items,
     request,
 )
-from ansible_collections.portico.gateway.plugins.module_utils.k8s.kinds import SERVICE, Kind, kind_named
-from ansible_collections.portico.gateway.plugins.module_utils.k8s.resources import writer_for
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.kinds import SERVICE, Kind
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.resources import kind_of, writer_for
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.writeback import (
     EVENT_SOURCE,
     Desired,
@@ -281,7 +286,7 @@ def guarded_patch(client: Any, obj: dict[str, Any], make_patch: Callable[[dict[s
     do); on a conflict read it again and recompute. Returns the object after the write, or None
     when it is gone."""
     meta = obj["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
+    namespace, name = meta.get("namespace") or "", meta["name"]
     for _attempt in range(CONFLICT_RETRIES):
         patch = make_patch(obj)
         if patch is None:
@@ -351,15 +356,16 @@ def _list_kind(client: Any, kind: Kind) -> list[dict[str, Any]]:
 
 
 def read_live(client: Any, items: list[Desired], focused: bool, workers: int) -> dict[str, dict[str, Any]]:
-    """The objects as they are now: one list per kind for a full run, one read each for a focused one."""
+    """The objects as they are now: one list per kind (and version) for a full run, one read each
+    for a focused one. A cluster-scoped object (a GatewayClass) has no namespace."""
     if not focused:
         found: dict[str, dict[str, Any]] = {}
-        for kind in sorted({kind_named(item.kind) for item in items}, key=lambda k: k.kind):
-            by_name = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in _list_kind(client, kind)}
+        for kind in sorted({kind_of(item.kind, item.details) for item in items}, key=lambda k: (k.kind, k.version)):
+            by_name = {(o["metadata"].get("namespace") or "", o["metadata"]["name"]): o for o in _list_kind(client, kind)}
             found.update({item.key: by_name[(item.namespace, item.name)] for item in items
-                          if item.kind == kind.kind and (item.namespace, item.name) in by_name})
+                          if kind_of(item.kind, item.details) == kind and (item.namespace, item.name) in by_name})
         return found
-    read = _parallel(workers, lambda item: (item.key, read_object(client, item.namespace, item.name, kind_named(item.kind))), items)
+    read = _parallel(workers, lambda item: (item.key, read_object(client, item.namespace, item.name, kind_of(item.kind, item.details))), items)
     return {key: obj for key, obj in read if obj is not None}
 
 
@@ -371,6 +377,8 @@ def read_seen(client: Any, live: dict[str, dict[str, Any]], focused: bool, worke
 
     def of_object(obj: dict[str, Any]) -> list[dict[str, Any]]:
         meta = obj["metadata"]
+        if not meta.get("namespace"):
+            return []  # cluster-scoped (a GatewayClass): Portico records no Events on it
         return list_items(client, f"/api/v1/namespaces/{meta['namespace']}/events",
                           fieldSelector=f"{selector},involvedObject.uid={meta['uid']}")[0]
 
@@ -413,6 +421,8 @@ def run_batch(module: AnsibleModule, client: Any) -> dict[str, Any]:
     plans = [(item, plan(item, live[item.key], seen, stage=params["stage"], release_allowed=params["release"], mark=mark,
                          writer=writers[item.kind], context=context))
              for item in items if item.key in live]
+    for item, each in plans:
+        each.kind = kind_of(item.kind, item.details)  # the version it was read at (a route's may be v1alpha2)
     todo = [(item, each) for item, each in plans if each.writes]
     failures: list[str] = []
     if not module.check_mode:

@@ -23,6 +23,10 @@ Gateway API's route precedence says) gets the traffic. A route's backendRefs are
 endpoints are resolved as a LoadBalancer Service's (``k8s.translate``), and a backendRef's
 weight is split over its endpoints, so the Maglev weights keep the backendRefs' proportions.
 
+The inventory source does not call step 3: ``gateway_api_entries`` turns step 1 into service
+entries (a Gateway's listener LBs as ``parts`` of its per-family LB), which the Services'
+allocation and model take, and the status writers (``k8s.gateway_api_status``) date the verdicts.
+
 Problems are ``Problem``s on the object's own fields (``spec.listeners[1].protocol``,
 ``spec.rules[0].backendRefs[2].name``); one bad object never stops the others. Standard library
 only, like every module_util.
@@ -30,6 +34,7 @@ only, like every module_util.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import math
@@ -39,33 +44,35 @@ from fractions import Fraction
 from typing import Any
 
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.annotations import POOL_ANNOTATION, annotation_field
-from ansible_collections.portico.gateway.plugins.module_utils.k8s.kinds import Kind
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.kinds import GATEWAY, GATEWAY_API_GROUP
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import (
     NodeBackends,
     ServiceSpecPort,
+    TranslateOptions,
+    Translation,
     direct_backends,
     index_endpoint_slices,
+    is_claimed,
     lb_name,
     model_problems,
     node_backends,
     node_targets,
+    object_identity,
+    object_scope,
+    wants_namespace,
 )
 from ansible_collections.portico.gateway.plugins.module_utils.model.documents import object_key
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import Allocation, Pool, allocate, parse_address
 from ansible_collections.portico.gateway.plugins.module_utils.model.loadbalancer import MAX_WEIGHT
-from ansible_collections.portico.gateway.plugins.module_utils.model.problems import FieldSources, Problem, Report, field_path
+from ansible_collections.portico.gateway.plugins.module_utils.model.problems import FieldSources, Problem, Report, field_path, to_data
 
 Obj = Mapping[str, Any]
 
-GROUP = "gateway.networking.k8s.io"
+GROUP = GATEWAY_API_GROUP
 CONTROLLER_NAME = "portico.io/gateway-controller"
 # Preferred first: a cluster's Gateway API release may serve the routes at v1, or at v1alpha2 only.
 ROUTE_VERSIONS = ("v1", "v1alpha2")
 BACKEND_MODES = ("direct", "nodeport")
-GATEWAY = Kind(
-    kind="Gateway", group=GROUP, version="v1", plural="gateways", finalizer="portico.io/gateway-cleanup",
-    lb_source="gateway-api", label="Gateway", status_ips_field="status.addresses",
-)
 # The listener protocols Portico serves, the route kind each takes and the LB model's protocol.
 ROUTE_KINDS = {"TCP": "TCPRoute", "UDP": "UDPRoute"}
 LB_PROTOCOLS = {"TCPRoute": "tcp", "UDPRoute": "udp"}
@@ -431,17 +438,20 @@ def _granted(grants: Iterable[Obj], route_kind: str, route_namespace: str, servi
 
 
 def _service_port(service: Obj, number: Any, protocol: str) -> ServiceSpecPort | str:
-    """The Service port a backendRef's port names (by number), or why there is none."""
+    """The Service port a backendRef's port names (by number, of the route's protocol: a Service
+    may have port 53 over TCP and over UDP), or why there is none."""
+    other = None
     for index, raw in enumerate(_spec(service).get("ports") or []):
         if raw.get("port") != number:
             continue
         if str(raw.get("protocol") or "TCP").lower() != protocol:
-            return f"port {number} is {raw.get('protocol') or 'TCP'}, not {protocol.upper()}"
+            other = other or f"port {number} is {raw.get('protocol') or 'TCP'}, not {protocol.upper()}"
+            continue
         node_port = raw.get("nodePort")
         return ServiceSpecPort(index=index, name=str(raw.get("name") or ""), protocol=protocol, port=int(number),
                                node_port=node_port if _is_int(node_port) else None, target_port=raw.get("targetPort"),
                                spec_field=field_path("spec", "ports", index))
-    return f"has no port {number}"
+    return other or f"has no port {number}"
 
 
 @dataclass(frozen=True)
@@ -707,8 +717,8 @@ def _class_status(gateway_class: Obj, verdict: Verdict, now: str) -> StatusUpdat
     return _status_update(gateway_class, "GatewayClass", {"conditions": [condition("Accepted", verdict, gateway_class, previous, now)]})
 
 
-def _listener_status(listener: ListenerView, gateway: GatewayView, programmed: bool, previous: Mapping[str, Obj], now: str) -> dict[str, Any]:
-    obj = gateway.obj
+def _listener_verdicts(listener: ListenerView) -> tuple[Verdict, Verdict, Verdict]:
+    """A listener's Accepted, ResolvedRefs and Conflicted, which do not depend on the address."""
     if listener.supported:
         accepted = Verdict("True", "Accepted", "served by Portico")
     else:
@@ -721,10 +731,20 @@ def _listener_status(listener: ListenerView, gateway: GatewayView, programmed: b
         conflicted = Verdict("True", "ProtocolConflict", f"another listener uses {_transport(listener.protocol).upper()} port {listener.port}")
     else:
         conflicted = Verdict("False", "NoConflicts", "no conflicts")
-    if listener.supported and not listener.conflicted and programmed:
-        live = Verdict("True", "Programmed", "programmed on the gateways" if listener.winner else "ready for a route")
-    else:
-        live = Verdict("False", "Invalid", "not served")
+    return accepted, resolved, conflicted
+
+
+def listener_programmed(servable: bool, routed: bool, programmed: bool) -> Verdict:
+    """A listener's Programmed: a served listener of a Gateway that has its address."""
+    if servable and programmed:
+        return Verdict("True", "Programmed", "programmed on the gateways" if routed else "ready for a route")
+    return Verdict("False", "Invalid", "not served")
+
+
+def _listener_status(listener: ListenerView, gateway: GatewayView, programmed: bool, previous: Mapping[str, Obj], now: str) -> dict[str, Any]:
+    obj = gateway.obj
+    accepted, resolved, conflicted = _listener_verdicts(listener)
+    live = listener_programmed(listener.supported and not listener.conflicted, listener.winner is not None, programmed)
     return {
         "name": listener.name,
         "supportedKinds": [{"group": GROUP, "kind": kind} for kind in listener.route_kinds],
@@ -824,3 +844,153 @@ def serve_gateway_api(objects: GatewayApiObjects, options: GatewayApiOptions, po
     allocates them together with the Services' entries instead, then calls ``finish``)."""
     translation = translate_gateway_api(objects, options)
     return finish(translation, allocate(translation.entries, pools, reserved), now or rfc3339_now())
+
+
+# --- the pipeline's entries -----------------------------------------------------------
+#
+# The inventory source publishes one entry per object (``portico_k8s_services``), allocated
+# with the Services' entries (``model.sources.merge``) and written back by the kinds' status
+# writers (``k8s.gateway_api_status``). A served Gateway's entry holds one LB per family for
+# the allocation (all its listener ports) whose ``parts`` are the listeners' LBs, which take the
+# family's address; a class or a route only has a status (``status_only``): the verdicts are
+# decided here, dated by the writer against the object it reads.
+
+
+def verdict_data(verdict: Verdict) -> dict[str, str]:
+    return {"status": verdict.status, "reason": verdict.reason, "message": verdict.message}
+
+
+def verdict_of(data: Any) -> Verdict:
+    """A verdict as ``verdict_data`` wrote it (a missing one: not decided yet)."""
+    if not isinstance(data, Mapping):
+        return Verdict("Unknown", "Pending", "not decided yet")
+    return Verdict(str(data.get("status") or "Unknown"), str(data.get("reason") or "Pending"), str(data.get("message") or ""))
+
+
+def _status_only(kind: str, obj: Obj, options: TranslateOptions, details: dict[str, Any],
+                 problems: Sequence[Problem] = (), warnings: Sequence[Problem] = ()) -> dict[str, Any]:
+    return {
+        "kind": kind, **object_identity(options, _meta(obj)), "status_only": True, "ip_families": [], "loadbalancers": [],
+        "status_ips": [], "requested_ips": [], "pool": None, "sharing_key": None, "field_sources": {}, "claimed": False,
+        "release": False, "problems": to_data(problems), "warnings": to_data(warnings),
+        "status_details": {"generation": _meta(obj).get("generation"), **details},
+    }
+
+
+def _listener_details(listener: ListenerView) -> dict[str, Any]:
+    accepted, resolved, conflicted = _listener_verdicts(listener)
+    return {
+        "name": listener.name, "supportedKinds": [{"group": GROUP, "kind": kind} for kind in listener.route_kinds],
+        "attachedRoutes": len(listener.routes), "accepted": verdict_data(accepted), "resolved": verdict_data(resolved),
+        "conflicted": verdict_data(conflicted), "servable": listener.supported and not listener.conflicted,
+        "routed": listener.winner is not None,
+    }
+
+
+def _gateway_details(gateway: GatewayView) -> dict[str, Any]:
+    return {"accepted": verdict_data(gateway.accepted), "listeners": [_listener_details(listener) for listener in gateway.listeners]}
+
+
+def _gateway_entry(gateway: GatewayView, translation: GatewayApiTranslation, options: TranslateOptions) -> dict[str, Any]:
+    """A served Gateway: allocated like a Service; its listeners' LBs share the family's address.
+    A listener that cannot be served is a warning on the Gateway (its listener status says it),
+    never a reason to withdraw the others."""
+    if gateway.accepted.status != "True":
+        return _status_only(GATEWAY.kind, gateway.obj, options, _gateway_details(gateway),
+                            warnings=gateway.report.problems + gateway.report.warnings)
+    entry = _allocation_entry(gateway, translation.options)
+    warnings = list(gateway.report.problems)
+    for index, family in enumerate(gateway.families):
+        parts = []
+        for listener in _served_listeners(gateway):
+            lb, problems = _listener_lb(gateway, listener, index, family, "", "", translation)
+            warnings.extend(problems)
+            if not problems:
+                parts.append({key: value for key, value in lb.items() if key not in ("vip", "pool")})
+        entry["loadbalancers"][index]["parts"] = parts
+    entry.update({
+        **object_identity(options, _meta(gateway.obj)), "kind": GATEWAY.kind, "sharing_key": None, "field_sources": {},
+        "claimed": is_claimed(gateway.obj, options, GATEWAY.finalizer), "release": False,
+        "problems": [], "warnings": to_data(warnings + gateway.report.warnings),
+        "status_details": {"generation": _meta(gateway.obj).get("generation"), **_gateway_details(gateway)},
+    })
+    return entry
+
+
+def _gateway_release_entry(gateway: Obj, options: TranslateOptions, reason: str) -> dict[str, Any]:
+    """A Gateway Portico must give up (being deleted, or of a class no longer Portico's): no LBs,
+    its addresses held until the write-back released it."""
+    status_ips = [str(item.get("value")) for item in (gateway.get("status") or {}).get("addresses") or []
+                  if (item.get("type") or "IPAddress") == "IPAddress" and item.get("value")]
+    return {
+        "kind": GATEWAY.kind, **object_identity(options, _meta(gateway)), "ip_families": [], "requested_ips": [],
+        "status_ips": status_ips, "status_ips_field": GATEWAY_ADDRESS_FIELD, "pool": None, "sharing_key": None,
+        "loadbalancers": [], "field_sources": {}, "release": True, "release_reason": reason, "problems": [], "warnings": [],
+        "status_details": {"generation": _meta(gateway).get("generation")},
+    }
+
+
+def _route_details(route: RouteView, version: str, controller: str) -> dict[str, Any]:
+    return {"version": version, "controller": controller, "resolved": verdict_data(route.resolved),
+            "parents": [{"parentRef": dict(parent.parent_ref), "accepted": verdict_data(parent.accepted)} for parent in route.parents]}
+
+
+def _route_entry(route: RouteView, version: str, controller: str, options: TranslateOptions) -> dict[str, Any]:
+    """A route's status: refused where no parent of Portico's takes it, else served with warnings."""
+    attached = any(parent.accepted.status == "True" for parent in route.parents)
+    problems, warnings = ([], route.report.problems + route.report.warnings) if attached else (route.report.problems, route.report.warnings)
+    return _status_only(route.kind, route.obj, options, _route_details(route, version, controller), problems, warnings)
+
+
+def _shows_controller(route: Obj, controller: str) -> bool:
+    return any(item.get("controllerName") == controller for item in (route.get("status") or {}).get("parents") or [])
+
+
+@dataclass
+class GatewayApiEntries:
+    """One cluster's Gateway API entries, and what the inventory's summary line counts."""
+
+    translation: Translation
+    gateways: int = 0
+    routes: int = 0
+    skipped_gateways: int = 0  # of other classes (or namespaces not served)
+
+
+def gateway_api_entries(objects: GatewayApiObjects, options: TranslateOptions, route_versions: Mapping[str, str] | None = None,
+                        gateway_options: GatewayApiOptions | None = None) -> GatewayApiEntries:
+    """The entries of one cluster's Gateway API objects: served Gateways (allocated with the
+    Services), Gateways to release, and the status of Portico's classes and of every route that
+    names a served Gateway or still shows a parent of Portico's (taken back). Gateways of other
+    classes get nothing at all."""
+    settings = gateway_options or GatewayApiOptions(cluster=options.cluster)
+    ours = {str(_meta(c).get("name")) for c, verdict in _our_classes(objects.gateway_classes, settings) if verdict.status == "True"}
+    result = GatewayApiEntries(Translation(entries=[], digests={}, skipped={}))
+    served = []
+    for gateway in objects.gateways:
+        class_reason = None if _spec(gateway).get("gatewayClassName") in ours else "class"
+        scope = object_scope(gateway, options, class_reason, GATEWAY.finalizer)
+        if scope.action == "serve":
+            served.append(gateway)
+        elif scope.action == "release":
+            result.translation.entries.append(_gateway_release_entry(gateway, options, scope.reason))
+        else:
+            result.skipped_gateways += 1
+    routes = {kind: [r for r in items if wants_namespace(_ns_name(r)[0], options)]
+              for kind, items in (("TCPRoute", objects.tcp_routes), ("UDPRoute", objects.udp_routes))}
+    translation = translate_gateway_api(dataclasses.replace(objects, gateways=served, tcp_routes=routes["TCPRoute"],
+                                                            udp_routes=routes["UDPRoute"]), settings)
+    entries = result.translation.entries
+    entries.extend(_gateway_entry(view, translation, options) for view in translation.gateways)
+    entries.extend(_status_only("GatewayClass", c, options, {"accepted": verdict_data(verdict)}) for c, verdict in translation.classes)
+    versions = {kind: (route_versions or {}).get(kind) or ROUTE_VERSIONS[0] for kind in routes}
+    entries.extend(_route_entry(route, versions[route.kind], settings.controller_name, options) for route in translation.routes)
+    attached = {route.key for route in translation.routes}
+    for kind, items in routes.items():
+        for route in items:
+            if _key(options.cluster, route, kind) not in attached and _shows_controller(route, settings.controller_name):
+                entries.append(_status_only(kind, route, options, {"version": versions[kind], "controller": settings.controller_name,
+                                                                   "parents": []}))
+    entries.sort(key=lambda entry: (entry["cluster"], entry["namespace"], entry["name"], entry["kind"]))
+    result.gateways, result.routes = len(translation.gateways), len(translation.routes)
+    result.translation.translated = len(entries)
+    return result

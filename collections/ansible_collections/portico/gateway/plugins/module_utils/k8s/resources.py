@@ -10,17 +10,21 @@ only its own objects, and everything else is generic: the inventory plugin lists
 them and fingerprints the ones ``scope`` serves or must release; the entries then share the
 allocation, the model and the write-back with the Services' (``model.sources``,
 ``k8s.writeback``). A further kind plugs in with its names in ``k8s.kinds``, its translation,
-and one line here.
+and one line here. The Gateway API's kinds read Services too (a route's backends), so the
+inventory plugin and the watcher handle them on their own as well (``k8s.gateway_api``); only
+their status writers are found here.
 
 Standard library only, like every module_util.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.gateway_api_status import GATEWAY_API_WRITERS
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.kinds import LOADBALANCER, SERVICE, Kind, kind_named
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.loadbalancers import (
     scope_of_loadbalancer,
@@ -58,7 +62,21 @@ def writer_for(kind: str | None) -> StatusWriter:
     """The status writer of a status item's kind (a Service's when it names none); ValueError for
     a kind Portico does not know."""
     known = kind_named(kind)
-    return SERVICE_WRITER if known is SERVICE else RESOURCE_KINDS[known.kind].writer
+    if known is SERVICE:
+        return SERVICE_WRITER
+    if known.kind in GATEWAY_API_WRITERS:
+        return GATEWAY_API_WRITERS[known.kind]
+    return RESOURCE_KINDS[known.kind].writer
+
+
+def kind_of(kind: str | None, details: Mapping[str, Any]) -> Kind:
+    """A status item's kind at the version its object was read at (a Gateway API route is
+    served at v1 or only at v1alpha2, as the cluster's Gateway API release has it)."""
+    known = kind_named(kind)
+    version = details.get("version")
+    if isinstance(version, str) and version and version != known.version:
+        return dataclasses.replace(known, version=version)
+    return known
 
 
 def reports_health(kind: str | None) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.annotations import BACKEND_MODES
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import AUTH_OPTIONS, K8sAuth, current_context
-from ansible_collections.portico.gateway.plugins.module_utils.k8s.kinds import KINDS
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.kinds import SOURCE_KINDS
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.translate import (
     DEFAULT_LOAD_BALANCER_CLASS,
     NODE_HEALTH_CHECKS,
@@ -67,7 +67,7 @@ SOURCE_OPTIONS: Mapping[str, SourceOption] = {
     "serve_without_endpoints": SourceOption("bool", False, "PORTICO_K8S_SERVE_WITHOUT_ENDPOINTS"),
     "backend_mode": SourceOption("str", "nodeport", "PORTICO_K8S_BACKEND_MODE", BACKEND_MODES),
     "node_health_check": SourceOption("str", "node_port", "PORTICO_K8S_NODE_HEALTH_CHECK", NODE_HEALTH_CHECKS),
-    "kinds": SourceOption("list", list(KINDS), "PORTICO_K8S_KINDS", tuple(KINDS)),
+    "kinds": SourceOption("list", list(SOURCE_KINDS), "PORTICO_K8S_KINDS", SOURCE_KINDS),
 }
 
 
@@ -155,13 +155,13 @@ def _translate_options(name: str, options: Mapping[str, Any], subject: str) -> T
         raise SourceError(Problem(subject, "node_health_check",
                                   f"unknown value {node_check!r} (expected one of: {', '.join(NODE_HEALTH_CHECKS)})"))
     kinds = options.get("kinds")
-    kinds = list(KINDS) if kinds is None else kinds
-    unknown = [kind for kind in kinds if kind not in KINDS]
+    kinds = list(SOURCE_KINDS) if kinds is None else kinds
+    unknown = [kind for kind in kinds if kind not in SOURCE_KINDS]
     if unknown or not kinds:
-        raise SourceError(Problem(subject, "kinds", f"expected some of {', '.join(KINDS)}, got {kinds!r}"))
+        raise SourceError(Problem(subject, "kinds", f"expected some of {', '.join(SOURCE_KINDS)}, got {kinds!r}"))
     return TranslateOptions(
         cluster=name,
-        kinds=tuple(kind for kind in KINDS if kind in kinds),
+        kinds=tuple(kind for kind in SOURCE_KINDS if kind in kinds),
         load_balancer_class=str(options.get("load_balancer_class") or DEFAULT_LOAD_BALANCER_CLASS),
         serve_default_class=bool(options.get("serve_default_class")),
         backend_mode=str(mode),

@@ -47,7 +47,7 @@ from ansible_collections.portico.gateway.plugins.module_utils.k8s.annotations im
     annotation_field,
     read_annotations,
 )
-from ansible_collections.portico.gateway.plugins.module_utils.k8s.kinds import KINDS, SERVICE
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.kinds import SERVICE, SOURCE_KINDS
 from ansible_collections.portico.gateway.plugins.module_utils.model.ipam import (
     AddressRange,
     IPAddress,
@@ -127,8 +127,9 @@ class TranslateOptions:
     # connections; True: in nodeport mode it is sent to the nodes anyway (kube-proxy decides).
     serve_without_endpoints: bool = False
     node_health_check: str = "node_port"  # one of NODE_HEALTH_CHECKS
-    # The kinds of objects served (``k8s.kinds``): Services and Portico's LoadBalancer resources.
-    kinds: tuple[str, ...] = tuple(KINDS)
+    # The kinds of objects served (``k8s.kinds.SOURCE_KINDS``): Services, Portico's LoadBalancer
+    # resources, and the Gateway API (``Gateway``).
+    kinds: tuple[str, ...] = SOURCE_KINDS
 
 
 @dataclass(frozen=True)

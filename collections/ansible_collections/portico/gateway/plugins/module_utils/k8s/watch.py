@@ -20,7 +20,9 @@ both run it outside Ansible.
 Keys are ``<cluster>/<namespace>/<service>``, ``<cluster>/<namespace>/<Kind>/<name>`` for the
 other kinds (``model.documents.object_key``); a Node is ``<cluster>//<node>`` (no namespace,
 as Kubernetes keys cluster-scoped objects): it affects every nodeport Service of its cluster
-and the pod-CIDR routes. Namespaces and names are checked against the API's DNS naming rules
+and the pod-CIDR routes. A Gateway API object (GatewayClass, Gateway, TCPRoute, UDPRoute,
+ReferenceGrant), and a Service or EndpointSlice a route sends to, is keyed the same way
+(``<cluster>//<Kind>/<namespace>/<name>``): its change is a full run. Namespaces and names are checked against the API's DNS naming rules
 before they become keys, so a key is always plain text that templating cannot act on.
 """
 
@@ -39,6 +41,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.client import api_client
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.gateway_api import ROUTE_VERSIONS
+from ansible_collections.portico.gateway.plugins.module_utils.k8s.kinds import (
+    GATEWAY,
+    GATEWAY_CLASS,
+    REFERENCE_GRANT,
+    TCPROUTE,
+    UDPROUTE,
+    Kind,
+)
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.resources import RESOURCE_KINDS, resource_kinds
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.sources import ClusterConfig
 from ansible_collections.portico.gateway.plugins.module_utils.k8s.annotations import SERVED_BY_ANNOTATION
@@ -69,6 +80,18 @@ except ImportError:  # reported by k8s.client.api_client when a cluster is watch
 LOG = logging.getLogger("portico.watch")
 
 KINDS = ("Service", "EndpointSlice", "Node")
+# The Gateway API kinds a source that serves ``Gateway`` watches, each at the versions to try in
+# turn (the first the API serves): a route kind may be served at v1 or only at v1alpha2.
+GATEWAY_API_WATCHED: Mapping[str, tuple[Kind, tuple[str, ...]]] = {
+    GATEWAY_CLASS.kind: (GATEWAY_CLASS, (GATEWAY_CLASS.version,)),
+    GATEWAY.kind: (GATEWAY, (GATEWAY.version,)),
+    TCPROUTE.kind: (TCPROUTE, ROUTE_VERSIONS),
+    UDPROUTE.kind: (UDPROUTE, ROUTE_VERSIONS),
+    REFERENCE_GRANT.kind: (REFERENCE_GRANT, ("v1", "v1beta1")),
+}
+_ROUTE_KINDS = (TCPROUTE.kind, UDPROUTE.kind)
+# A listener may allow routes from the namespaces a label selector picks: their labels count.
+NAMESPACE_KIND = "Namespace"
 HTTP_GONE = 410
 HTTP_NOT_FOUND = 404
 # A kind the API does not serve (its CRD is not installed) is looked for again this often.
@@ -140,10 +163,37 @@ def node_fingerprint(node: Mapping[str, Any], cluster: str) -> Fingerprint:
     return {part: _digest(entry[part]) for part in ("ready", "excluded", "internal_ips", "pod_cidrs")}
 
 
+def gateway_api_fingerprint(obj: Mapping[str, Any]) -> Fingerprint:
+    """What Portico reads from a Gateway API object: every one counts (a Gateway may turn to
+    Portico's class, a route to Portico's Gateway); never its status, finalizers or mark."""
+    deleting = bool(_meta(obj).get("deletionTimestamp"))
+    return dict(object_fingerprint(obj, Scope("release" if deleting else "serve")) or {})
+
+
+def route_backends(route: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
+    """(namespace, name) of the Services a route's backendRefs name."""
+    namespace = str(_meta(route).get("namespace") or "")
+    found = set()
+    for rule in (route.get("spec") or {}).get("rules") or []:
+        for ref in (rule or {}).get("backendRefs") or []:
+            if (ref.get("group") or "") == "" and (ref.get("kind") or "Service") == "Service" and ref.get("name"):
+                found.add((str(ref.get("namespace") or namespace), str(ref["name"])))
+    return frozenset(found)
+
+
+def gateway_api_key(cluster: str, kind: str, namespace: str, name: str) -> str:
+    """A Gateway API change's key: shaped like a cluster-scoped object's (``cluster//...``), so the
+    run is a full one. A route or Gateway changes its Gateway's listeners and the other routes'
+    precedence, and a route's backends are Services Portico does not serve on their own."""
+    return f"{cluster}//{kind}/{namespace}/{name}" if namespace else f"{cluster}//{kind}/{name}"
+
+
 def _valid_identity(kind: str, namespace: str, name: str) -> bool:
     if not _NAME_RE.match(name):
         return False
-    return not namespace if kind == "Node" else bool(_NAMESPACE_RE.match(namespace))
+    if kind in (GATEWAY_CLASS.kind, "Node", NAMESPACE_KIND):
+        return not namespace
+    return bool(_NAMESPACE_RE.match(namespace))
 
 
 def _changed_parts(old: Fingerprint, new: Fingerprint) -> str:
@@ -160,10 +210,25 @@ class ClusterState:
     def __init__(self, options: TranslateOptions):
         self.options = options
         self._lock = threading.Lock()
-        self.kinds = (*KINDS, *(resource.kind.kind for resource in resource_kinds(options)))
+        gateway_api = (*GATEWAY_API_WATCHED, NAMESPACE_KIND) if GATEWAY.kind in options.kinds else ()
+        self.kinds = (*KINDS, *(resource.kind.kind for resource in resource_kinds(options)), *gateway_api)
         self._seen: dict[str, dict[tuple[str, str], Fingerprint]] = {kind: {} for kind in self.kinds}
+        # The Services routes send to (not served on their own): what of them Portico reads.
+        self._backends: dict[tuple[str, str], Fingerprint] = {}
+
+    def _route_backends(self) -> set[tuple[str, str]]:
+        """Called with the lock held."""
+        return {(str(namespace), str(name)) for kind in _ROUTE_KINDS for fingerprint in self._seen.get(kind, {}).values()
+                for namespace, name in json.loads(fingerprint.get("backends") or "[]")}
 
     def _fingerprint(self, kind: str, obj: Mapping[str, Any]) -> Fingerprint | None:
+        if kind == NAMESPACE_KIND:
+            return {"labels": _digest(_meta(obj).get("labels") or {})}
+        if kind in GATEWAY_API_WATCHED:
+            fingerprint = gateway_api_fingerprint(obj)
+            if kind in _ROUTE_KINDS:
+                fingerprint["backends"] = json.dumps(sorted(route_backends(obj)))
+            return fingerprint
         if kind == "Service":
             return service_fingerprint(obj, self.options)
         if kind == "EndpointSlice":
@@ -191,7 +256,26 @@ class ClusterState:
             old = seen.pop(ident, None)
             if new is not None:
                 seen[ident] = new
-            return self._compare(kind, ident, old, new, event_type)
+            changes = self._compare(kind, ident, old, new, event_type)
+            if kind == "Service":
+                changes += self._backend_change(ident, None if event_type == "DELETED" else obj, event_type)
+            return changes
+
+    def _backend_change(self, ident: tuple[str, str], service: Mapping[str, Any] | None, how: str) -> list[Change]:
+        """A change of a Service a route sends to (its ports, its deletion). Called with the lock held."""
+        if not self._seen.get(TCPROUTE.kind) and not self._seen.get(UDPROUTE.kind):
+            return []
+        new = None
+        if service is not None and ident in self._route_backends():
+            new = {"ports": _digest((service.get("spec") or {}).get("ports") or []),
+                   "deleting": _digest(bool(_meta(service).get("deletionTimestamp")))}
+        old = self._backends.pop(ident, None)
+        if new is not None:
+            self._backends[ident] = new
+        if old == new or (old is None and how == "relist"):
+            return []
+        namespace, name = ident
+        return [Change(gateway_api_key(self.options.cluster, "Service", namespace, name), f"Service {name}, a route's backend, changed")]
 
     def relist(self, kind: str, objects: Iterable[Mapping[str, Any]], prime: bool = False) -> list[Change]:
         """Replace what is known of a kind by a fresh list; the differences are the Changes
@@ -204,9 +288,14 @@ class ClusterState:
                 fresh[ident] = fingerprint
         with self._lock:
             old_seen, self._seen[kind] = self._seen[kind], fresh
+            changes = []
+            if kind == "Service":
+                for obj in objects if isinstance(objects, list) else []:
+                    ident = self._identity(kind, obj)
+                    if ident:
+                        changes += self._backend_change(ident, obj, "relist")
             if prime:
                 return []
-            changes = []
             for ident in sorted(set(old_seen) | set(fresh)):
                 changes.extend(self._compare(kind, ident, old_seen.get(ident), fresh.get(ident), "relist"))
             return changes
@@ -221,10 +310,20 @@ class ClusterState:
         cluster = self.options.cluster
         if kind == "EndpointSlice":
             service = (new or old or {}).get("service", "")
+            verb = "added" if old is None else "deleted" if new is None else "changed"
+            if service and (namespace, service) in self._route_backends():
+                return [Change(gateway_api_key(cluster, "Service", namespace, service), f"EndpointSlice {name} of a route's backend {verb}")]
             if not service or (namespace, service) not in self._seen["Service"]:
                 return []  # a Service Portico does not serve (or not yet: its own event will come)
-            verb = "added" if old is None else "deleted" if new is None else "changed"
             return [Change(f"{cluster}/{namespace}/{service}", f"EndpointSlice {name} {verb}")]
+        if kind == NAMESPACE_KIND:
+            if old is None or new is None or not self._seen.get(GATEWAY.kind):
+                return []  # a namespace's own coming and going reaches us through its objects
+            return [Change(gateway_api_key(cluster, kind, "", name), f"{kind} labels changed (listeners may select it)")]
+        if kind in GATEWAY_API_WATCHED:
+            reason = f"{kind} added" if old is None else f"{kind} deleted" if new is None else f"{kind} {_changed_parts(old, new)} changed"
+            key = gateway_api_key(cluster, kind, namespace, name)
+            return [Change(key, f"{reason} (relist)" if how == "relist" else reason)]
         if old is None:
             reason = f"{kind} added" if how != "MODIFIED" else f"{kind} now served"
         elif new is None:
@@ -422,9 +521,23 @@ class _Resource:
     kwargs: dict[str, Any] = field(default_factory=dict)
     rv: str | None = None  # where to resume watching; None: list first
     optional: bool = False  # a custom resource: the API may not serve it (CRD not installed)
+    versions: tuple[str, ...] = ()  # the versions to try in turn (the first the API serves)
 
 
 Submit = Callable[[list[Change]], None]
+
+
+def _next_version(resource: _Resource) -> bool:
+    """Move to the next version of the resource to try; False (and back to the first) when none is left."""
+    if not resource.versions:
+        return False
+    current = resource.kwargs.get("version")
+    index = resource.versions.index(current) + 1 if current in resource.versions else len(resource.versions)
+    if index < len(resource.versions):
+        resource.kwargs["version"] = resource.versions[index]
+        return True
+    resource.kwargs["version"] = resource.versions[0]
+    return False
 
 
 class ClusterWatcher:
@@ -454,7 +567,14 @@ class ClusterWatcher:
                         optional=True)
               for resource in resource_kinds(self.cluster.options)),
         ]
-        if "Service" not in self.cluster.options.kinds:  # EndpointSlices and Nodes only matter to Services
+        if GATEWAY.kind in self.cluster.options.kinds:
+            self.resources += [_Resource(kind.kind, custom.list_cluster_custom_object,
+                                         {"group": kind.group, "version": versions[0], "plural": kind.plural},
+                                         optional=True, versions=versions)
+                               for kind, versions in GATEWAY_API_WATCHED.values()]
+            self.resources.append(_Resource(NAMESPACE_KIND, core.list_namespace))
+        if "Service" not in self.cluster.options.kinds and GATEWAY.kind not in self.cluster.options.kinds:
+            # EndpointSlices and Nodes only matter to Services (and to the routes' backends, Services too)
             self.resources = [r for r in self.resources if r.kind not in KINDS]
         for resource in self.resources:
             thread = threading.Thread(target=self.loop, args=(resource,), daemon=True,
@@ -492,6 +612,11 @@ class ClusterWatcher:
             except ApiException as err:
                 if err.status == HTTP_GONE:
                     LOG.info("%s: resourceVersion %s is gone, listing again", where, resource.rv)
+                    resource.rv = None
+                    continue
+                tried = resource.kwargs.get("version")
+                if err.status == HTTP_NOT_FOUND and resource.optional and _next_version(resource):
+                    LOG.info("%s: not served at %s, trying %s", where, tried, resource.kwargs["version"])
                     resource.rv = None
                     continue
                 if err.status == HTTP_NOT_FOUND and resource.optional:

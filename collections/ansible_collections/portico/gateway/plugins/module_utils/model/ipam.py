@@ -430,7 +430,9 @@ def _family_addresses(entry: AllocationInput, families: Sequence[int], problems:
 def _claimant_of(entry: AllocationInput) -> _Claimant:
     key = entry_key(entry)
     shape: list[Problem] = []
-    families = tuple(f for f in _items(entry, "ip_families", shape, key) or [4] if f in (4, 6))
+    # An entry that only carries a status (a Gateway API route or class) takes no address.
+    status_only = entry.get("status_only") is True
+    families = () if status_only else tuple(f for f in _items(entry, "ip_families", shape, key) or [4] if f in (4, 6))
     status = tuple(ip for ip in (_ip_or_none(v) for v in _items(entry, "status_ips", shape, key)) if ip is not None)
     lbs = _items(entry, "loadbalancers", shape, key)
     if not all(isinstance(lb, Mapping) for lb in lbs):
@@ -476,7 +478,7 @@ def _claimant_of(entry: AllocationInput) -> _Claimant:
         elif address.version in families and address.version not in claimant.requested:
             claimant.requested[address.version] = address
             claimant.requested_fields[address.version] = where
-    if not claimant.failed and len(lbs) != len(families):
+    if not claimant.failed and not status_only and len(lbs) != len(families):
         claimant.fail("loadbalancers", f"expected one per IP family ({len(families)}), got {len(lbs)}")
     return claimant
 
@@ -659,7 +661,11 @@ def _result_of(claimant: _Claimant) -> Allocation:
             continue
         address, pool_name = claimant.chosen[family]
         allocation.ips.append(str(address))
-        allocation.loadbalancers.append({**lb, "vip": str(address), "pool": pool_name})
+        # ``parts``: several LBs on the family's one address (a Gateway's listeners, each with its
+        # own backends); the LB itself then only states the ports, for address sharing.
+        parts = lb.get("parts")
+        for part in parts if isinstance(parts, list) else [lb]:
+            allocation.loadbalancers.append({**part, "vip": str(address), "pool": pool_name})
     return allocation
 
 
@@ -671,7 +677,9 @@ def allocate(
     """Assign one VIP per IP family to each Service entry (see module comment); pure.
 
     ``services`` are the inventory plugin's ``portico_k8s_services`` entries; ``reserved``
-    are addresses never handed out (the VIPs of static load balancers). Returns one
+    are addresses never handed out (the VIPs of static load balancers). An entry with
+    ``status_only`` takes no address (its object only gets a status); an LB with ``parts`` gives
+    its address to each of them instead of being one itself. Returns one
     Allocation per entry, in input order. A Service that cannot be served gets problems
     and no addresses; the others are unaffected.
     """
