@@ -193,7 +193,8 @@ def conntrackd_conf(tmp: pathlib.Path, name: str, local: str, peer: str, interfa
     defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
     template = jinja2.Environment(loader=jinja2.FileSystemLoader(ROLE / "templates"), undefined=jinja2.StrictUndefined)
     text = template.get_template("conntrackd.conf.j2").render(
-        **{**defaults, "ansible_managed": "test", "conntrackd_transport": "udp", "conntrackd_local_address": local,
+        # conntrackd_mode: what vars/main.yml works out for a pair over udp.
+        **{**defaults, "ansible_managed": "test", "conntrackd_transport": "udp", "conntrackd_mode": "ftfw", "conntrackd_local_address": local,
            "conntrackd_peers": [peer], "conntrackd_interface": interface,
            "conntrackd_lock_file": str(tmp / f"{name}.lock"), "conntrackd_socket_path": str(tmp / f"{name}.ctl")})
     path = tmp / f"{name}.conf"

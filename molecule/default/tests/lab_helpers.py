@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -40,6 +41,22 @@ def kubectl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def vip_in_gateway_table(ip: str) -> bool:
     listed = testinfra.get_host("podman://portico-lab-gw1").run(f"nft list set inet portico {'vips4' if ':' not in ip else 'vips6'}")
     return ip in listed.stdout.replace(",", " ").split()
+
+
+def listener_slots(chain: str) -> dict[int, str]:
+    """Slot -> backend address of the Maglev map that gw1's listener chain (svc_<lb>_<hash>_<proto><port>,
+    given without the hash: svc_web_tcp80) hashes into; {} when the chain or its map is missing.
+    The map may be shared with other listeners and hold addresses, or address . port pairs."""
+    lb, listener = chain.rsplit("_", 1)
+    gw1 = testinfra.get_host("podman://portico-lab-gw1")
+    table = json.loads(gw1.check_output("nft -j list table inet portico"))["nftables"]
+    rules = [item["rule"] for item in table if "rule" in item
+             and re.fullmatch(rf"{re.escape(lb)}_[0-9a-f]+_{re.escape(listener)}", item["rule"]["chain"])]
+    name = next((match.group(1) for rule in rules if (match := re.search(r'"@((?:backends|slots)_[a-z0-9_]+)"', json.dumps(rule)))), None)
+    maps = [item["map"] for item in table if "map" in item and item["map"]["name"] == name]
+    if not maps:
+        return {}
+    return {slot: value["concat"][0] if isinstance(value, dict) else value for slot, value in maps[0].get("elem", [])}
 
 
 def stop_echo(node: str) -> float:

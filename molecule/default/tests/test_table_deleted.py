@@ -17,7 +17,7 @@ REPO = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "lab"))
 sys.path.insert(0, str(REPO / "collections"))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from lab_helpers import start_echo, stop_echo, sync  # noqa: E402
+from lab_helpers import listener_slots, start_echo, stop_echo, sync  # noqa: E402
 
 import labtools  # noqa: E402
 from ansible_collections.portico.gateway.plugins.module_utils.status.details import parse_samples  # noqa: E402
@@ -49,8 +49,11 @@ def node2_up() -> bool:
     return next(b["up"] for b in status()["backends"] if b["lb"] == "web" and b["address"] == NODE2)
 
 
-def web_slots() -> str:
-    return labtools.sh("gw1", "nft list table inet portico | sed -n '/map slots_web_/,/}/p'")
+def web_slots() -> dict[int, str]:
+    """Slot -> backend address of the map web's tcp/80 listener hashes into."""
+    slots = listener_slots("svc_web_tcp80")
+    assert slots, "web's tcp/80 listener has no Maglev map on gw1"
+    return slots
 
 
 def requests(count: int = 30) -> dict:
@@ -92,7 +95,7 @@ def test_a_deleted_table_is_reported_fail_static_and_brought_back_with_todays_he
     restored = time.time()
     labtools.sh("gw1", "systemctl restart portico-nftables")
     labtools.wait_for(lambda: metric("portico_healthd_dataplane_table_present") == 1, 10, "the daemon sees the table back")
-    labtools.wait_for(lambda: f"{NODE2} ." not in web_slots(), 5, "node2 out of the restored slot map")
+    labtools.wait_for(lambda: NODE2 not in web_slots().values(), 5, "node2 out of the restored slot map")
     rewritten = time.time() - restored
     result = requests(60)
     assert result["failed"] == 0 and "node2" not in result["backends"], result
