@@ -240,6 +240,32 @@ def gateway_pair(tmp_path: pathlib.Path) -> Iterator[tuple[Netns, Netns]]:
             subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
+def check_script(tmp: pathlib.Path) -> pathlib.Path:
+    """The role's configuration check (the template's validate: on the gateway)."""
+    template = jinja2.Environment(loader=jinja2.FileSystemLoader(ROLE / "templates"), undefined=jinja2.StrictUndefined)
+    path = tmp / "conntrackd-check-config"
+    path.write_text(template.get_template("conntrackd-check-config.j2").render(ansible_managed="test"))
+    path.chmod(0o755)
+    return path
+
+
+def test_the_config_check_passes_a_live_daemons_changed_file_and_refuses_a_broken_one(gateway_pair, tmp_path):
+    """The file names the running daemon's socket: the check must parse it, not ask that daemon for
+    its statistics (their "Error send" counters once failed every change to a live gateway)."""
+    gw1, _ = gateway_pair
+    live = tmp_path / "gw0.conf"
+    changed = tmp_path / "changed.conf"
+    changed.write_text(live.read_text().replace("Mode FTFW", "Mode NOTRACK"))
+    check = check_script(tmp_path)
+    assert gw1.run("conntrackd", "-C", str(live), "-s", "network", check=False).returncode == 0  # the daemon answers there
+    passed = gw1.run(str(check), str(changed), check=False)
+    assert passed.returncode == 0, passed.stderr
+    broken = tmp_path / "broken.conf"
+    broken.write_text(live.read_text().replace(f"IPv4_address {SYNC_NET}.1", "IPv4_address 192.0.2.300"))
+    refused = gw1.run(str(check), str(broken), check=False)
+    assert refused.returncode == 1, refused
+
+
 def replica(gateway: Netns, port: int) -> list[str]:
     return [line for line in entries(gateway, "-p", "tcp") if with_port(port)(line)]
 

@@ -34,7 +34,7 @@ FINALIZER = "portico.io/gateway-cleanup"
 NAMESPACE = "default"
 GATEWAY = "proof"
 # Ports of proof's listeners (none used by the lab's LBs).
-SPLIT, NOT_ALLOWED, MISSING, CROSS, LATENCY = 9100, 9101, 9102, 9103, 9104
+SPLIT, NOT_ALLOWED, MISSING, CROSS, LATENCY, LATENCY_B = 9100, 9101, 9102, 9103, 9104, 9105
 # Each Service has one pod; the node's echo answers for every address of its pod CIDR.
 BACKENDS = {"gw-blue": ("node1", "198.19.1.60"), "gw-green": ("node3", "198.19.3.60")}
 CONNECTIONS = 1000
@@ -120,7 +120,8 @@ def proof() -> Iterator[str]:
     apply({"apiVersion": f"{GROUP}/v1", "kind": "Gateway", "metadata": {"name": GATEWAY, "namespace": NAMESPACE},
            "spec": {"gatewayClassName": "portico",
                     "listeners": [listener("split", SPLIT), listener("not-allowed", NOT_ALLOWED), listener("missing", MISSING),
-                                  listener("cross", CROSS, "All"), listener("latency", LATENCY)]}})
+                                  listener("cross", CROSS, "All"), listener("latency", LATENCY),
+                                  listener("latency-b", LATENCY_B)]}})
     apply(split_route(90, 10))
     sync()
     yield address_of(GATEWAY)
@@ -212,7 +213,9 @@ def test_a_weight_change_moves_no_held_connection_and_new_ones_follow(proof):
 
 
 def test_time_from_kubectl_apply_of_a_route_to_traffic(proof, tmp_path: pathlib.Path):
-    """bin/portico-watch runs the syncs: the route's apply -> its first answered connection."""
+    """bin/portico-watch runs the syncs: a route's apply -> its first answered connection on its
+    listener. The first sample creates the route; each next one moves it to the other of two
+    listeners (one apply, one run per sample), and the listener it left must be withdrawn by then."""
     log = tmp_path / "watch.log"
     with log.open("w") as out:
         watcher = subprocess.Popen([sys.executable, str(REPO / "bin/portico-watch"), "--inventory", "inventories/lab",
@@ -221,18 +224,17 @@ def test_time_from_kubectl_apply_of_a_route_to_traffic(proof, tmp_path: pathlib.
     samples = []
     try:
         labtools.wait_for(lambda: log.read_text().count("watching from resourceVersion") >= 3, 30, "the watcher to start")
-        for _ in range(LATENCY_SAMPLES):
+        for sample in range(LATENCY_SAMPLES):
+            (section, port), left = [("latency", LATENCY), ("latency-b", LATENCY_B)][sample % 2], [LATENCY_B, LATENCY][sample % 2]
             started = time.time()
-            apply(tcp_route("latency", "latency", [{"name": "gw-green", "port": 80}]))
+            apply(tcp_route("latency", section, [{"name": "gw-green", "port": 80}]))
             try:
-                labtools.wait_for(lambda: probe(client, "tcp", proof, LATENCY, count=1, timeout=0.2)["ok"] == 1, 120,
-                                  "traffic on the route's listener")
+                labtools.wait_for(lambda p=port: probe(client, "tcp", proof, p, count=1, timeout=0.2)["ok"] == 1, 120,
+                                  f"traffic on listener {section}")
             except AssertionError as timed_out:
                 raise AssertionError(f"{timed_out}; the watcher's log:\n{log.read_text()[-3000:]}") from None
             samples.append(time.time() - started)
-            delete("tcproute", "latency")
-            labtools.wait_for(lambda: probe(client, "tcp", proof, LATENCY, count=1, timeout=0.2)["ok"] == 0, 120,
-                              "the route's withdrawal")
+            assert probe(client, "tcp", proof, left, count=3, timeout=0.2)["ok"] == 0, f"port {left} still served after the route left it"
     finally:
         watcher.terminate()
         watcher.wait(30)
