@@ -8,11 +8,12 @@ connection and a UDP request every 20 ms through the web VIP):
 
 The router's next hops for the VIP are sampled throughout, so every change of the ECMP set shows.
 
-They run after test_bgp_ecmp.py, so gw3 (its scale-out step) is a third ECMP path throughout:
-three gateways on one conntrackd multicast group, the shape in which FTFW's single receive
-sequence dropped a third of the replication and these kills reset 72-107 of 200 held streams
-(conntrackd_sync_mode: auto runs NOTRACK there). On their own they run with gw1 and gw2 only:
-pytest -p no:cacheprovider -q molecule/bgp/tests/test_faults.py
+Outside CI (molecule runs tests/ only): after test_bgp_ecmp.py's scale-out, gw3 is a third ECMP
+path, three gateways on one conntrackd multicast group, the shape in which FTFW (the default)
+drops a third of the replication and these kills reset 72-107 of 200 held streams. With
+conntrackd_sync_mode notrack or auto (converged before the scale-out) they reset none, but
+NOTRACK costs handshakes elsewhere (docs/reliability.md). On the bgp lab, with gw1 and gw2 only:
+pytest -p no:cacheprovider -q molecule/bgp/faults/test_faults.py
 """
 
 from __future__ import annotations
